@@ -1,0 +1,3 @@
+// Package router offers typed message handlers and codecs over any Watermill Publisher and
+// Subscriber.
+package router
