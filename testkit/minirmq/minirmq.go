@@ -1,0 +1,432 @@
+// Package minirmq is an in-process Apache RocketMQ name server and broker for tests, in the spirit
+// of miniredis: one Go server on 127.0.0.1 speaking RocketMQ's remoting protocol well enough that
+// the unmodified rocketmq-client-go (and the Java client) cannot tell it from a real broker for
+// sending, pulling, push and orderly consumption, delays, retries, dead letters and transactions.
+//
+// Messages live in memory. Restart keeps them, so tests can bounce the broker under a client.
+package minirmq
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// EnvNameServer names the environment variable that points tests at an external broker.
+const EnvNameServer = "ROCKETMQ_NAMESRV"
+
+// Server is a running minirmq name server and broker.
+type Server struct {
+	cfg config
+
+	mu          sync.Mutex
+	store       *store
+	clients     *clientRegistry
+	locks       map[string]map[mqKey]lockEntry
+	halfs       map[int64]*halfMessage
+	sched       *scheduler
+	advertised  *net.TCPAddr // brokerIP1 + listenPort as clients see it
+	brokerConf  map[string]string
+	brokerWrite bool
+
+	lnMu     sync.Mutex
+	ln       net.Listener
+	addr     string // the bound host:port, stable across Restart
+	conns    map[*conn]struct{}
+	paused   bool
+	closed   bool
+	stop     chan struct{} // closed by Close: ends background loops
+	connWG   sync.WaitGroup
+	loopWG   sync.WaitGroup
+	opaqueID atomic.Int32
+}
+
+type config struct {
+	addr          string
+	advertised    string
+	queueNums     int
+	timeScale     float64
+	autoCreate    bool
+	maxBodySize   int
+	logger        *slog.Logger
+	txTimeout     time.Duration
+	txInterval    time.Duration
+	txMaxChecks   int
+	lockTTL       time.Duration
+	clusterName   string
+	brokerName    string
+	suspendMaxDur time.Duration
+}
+
+// Option configures a Server.
+type Option func(*config)
+
+// WithAddr sets the listen address (default 127.0.0.1:0, a random port).
+func WithAddr(addr string) Option { return func(c *config) { c.addr = addr } }
+
+// WithAdvertisedAddr sets the broker address put in routes, as brokerIP1 plus listenPort do on a
+// real broker: use it when clients reach the broker through a port mapping.
+func WithAdvertisedAddr(hostport string) Option { return func(c *config) { c.advertised = hostport } }
+
+// WithQueueNums sets the read and write queue count of auto-created topics (default 4).
+func WithQueueNums(n int) Option { return func(c *config) { c.queueNums = n } }
+
+// WithTimeScale multiplies every broker-side wait: delay levels, retry delays and transaction
+// check-back timing. 0.01 turns the 10 s first retry into 100 ms. Default 1.
+func WithTimeScale(f float64) Option { return func(c *config) { c.timeScale = f } }
+
+// WithAutoCreateTopics controls autoCreateTopicEnable (default true, as the quickstart broker).
+func WithAutoCreateTopics(on bool) Option { return func(c *config) { c.autoCreate = on } }
+
+// WithMaxMessageSize sets maxMessageSize (default 4 MiB, as the real broker).
+func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxBodySize = n } }
+
+// WithLogger sets where the server reports dropped connections and malformed frames.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithTransactionCheck sets how long a half message waits before the first check-back, the
+// interval between check-backs and how many are made before it is rolled back (real broker:
+// 6 s, 60 s, 15). The durations are scaled by WithTimeScale.
+func WithTransactionCheck(timeout, interval time.Duration, maxChecks int) Option {
+	return func(c *config) { c.txTimeout, c.txInterval, c.txMaxChecks = timeout, interval, maxChecks }
+}
+
+func (c *config) setDefaults() {
+	if c.addr == "" {
+		c.addr = "127.0.0.1:0"
+	}
+	if c.queueNums <= 0 {
+		c.queueNums = 4
+	}
+	if c.timeScale <= 0 {
+		c.timeScale = 1
+	}
+	if c.maxBodySize <= 0 {
+		c.maxBodySize = 4 << 20
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.txTimeout <= 0 {
+		c.txTimeout = 6 * time.Second
+	}
+	if c.txInterval <= 0 {
+		c.txInterval = 60 * time.Second
+	}
+	if c.txMaxChecks <= 0 {
+		c.txMaxChecks = 15
+	}
+	c.lockTTL = 60 * time.Second
+	c.clusterName = "DefaultCluster"
+	c.brokerName = "broker-a"
+	c.suspendMaxDur = 30 * time.Second
+}
+
+// scaled applies the time scale to a broker-side wait.
+func (s *Server) scaled(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * s.cfg.timeScale)
+}
+
+// New starts a server. Close it when done.
+func New(opts ...Option) (*Server, error) {
+	cfg := config{autoCreate: true}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	cfg.setDefaults()
+	s := &Server{
+		cfg:         cfg,
+		store:       newStore(),
+		clients:     newClientRegistry(),
+		locks:       map[string]map[mqKey]lockEntry{},
+		halfs:       map[int64]*halfMessage{},
+		brokerConf:  map[string]string{},
+		brokerWrite: true,
+		conns:       map[*conn]struct{}{},
+		stop:        make(chan struct{}),
+	}
+	s.sched = newScheduler()
+	s.store.createTopic(defaultTopic, cfg.queueNums, cfg.queueNums, permRW|permInherit)
+	ln, err := net.Listen("tcp", cfg.addr)
+	if err != nil {
+		return nil, fmt.Errorf("minirmq: listen on %s: %w", cfg.addr, err)
+	}
+	s.ln = ln
+	s.addr = ln.Addr().String()
+	adv := cfg.advertised
+	if adv == "" {
+		adv = s.addr
+	}
+	if s.advertised, err = resolveAdvertised(adv); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.loopWG.Add(2)
+	go s.scheduleLoop()
+	go s.transactionCheckLoop()
+	s.startAccepting(ln)
+	return s, nil
+}
+
+func resolveAdvertised(hostport string) (*net.TCPAddr, error) {
+	host, portStr, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return nil, fmt.Errorf("minirmq: advertised address %q: %w", hostport, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port <= 0 || port > 65535 {
+		return nil, fmt.Errorf("minirmq: advertised address %q: invalid port", hostport)
+	}
+	ip := net.ParseIP(host)
+	if ip == nil {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return nil, fmt.Errorf("minirmq: advertised address %q: cannot resolve host", hostport)
+		}
+		ip = ips[0]
+	}
+	return &net.TCPAddr{IP: ip, Port: port}, nil
+}
+
+// Run starts a server for a test and closes it when the test ends.
+func Run(t testing.TB, opts ...Option) *Server {
+	t.Helper()
+	s, err := New(opts...)
+	if err != nil {
+		t.Fatalf("minirmq: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// NameServer returns the name server tests should use: $ROCKETMQ_NAMESRV when it is set (a real
+// broker), otherwise the address of a minirmq started with Run.
+func NameServer(t testing.TB, opts ...Option) string {
+	t.Helper()
+	if addr := os.Getenv(EnvNameServer); addr != "" {
+		return addr
+	}
+	return Run(t, opts...).Addr()
+}
+
+// Addr is the name server address, which is also the broker address: host:port.
+func (s *Server) Addr() string { return s.addr }
+
+// BrokerAddr is the broker address clients are told to use in routes (the advertised address).
+func (s *Server) BrokerAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.advertised.String()
+}
+
+// Close stops the server: listener, connections and background loops. It is idempotent.
+func (s *Server) Close() error {
+	s.lnMu.Lock()
+	if s.closed {
+		s.lnMu.Unlock()
+		return nil
+	}
+	s.closed = true
+	close(s.stop)
+	s.stopServingLocked()
+	s.lnMu.Unlock()
+	s.connWG.Wait()
+	s.loopWG.Wait()
+	return nil
+}
+
+// Restart drops every connection and listens again on the same address, keeping topics,
+// messages, offsets, pending delays and transactions, as a broker restart with its store would.
+func (s *Server) Restart() error {
+	s.Pause()
+	return s.Resume()
+}
+
+// Pause makes the broker unreachable: it stops listening and closes every connection, so clients
+// see connection refused until Resume.
+func (s *Server) Pause() {
+	s.lnMu.Lock()
+	if !s.closed && !s.paused {
+		s.paused = true
+		s.stopServingLocked()
+	}
+	s.lnMu.Unlock()
+	s.connWG.Wait()
+}
+
+// Resume listens again on the address the server had.
+func (s *Server) Resume() error {
+	s.lnMu.Lock()
+	defer s.lnMu.Unlock()
+	if s.closed {
+		return errors.New("minirmq: resume after Close")
+	}
+	if !s.paused {
+		return nil
+	}
+	var (
+		ln  net.Listener
+		err error
+	)
+	// The old socket may linger briefly after close; retry for a moment.
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", s.addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("minirmq: listen again on %s: %w", s.addr, err)
+	}
+	s.paused = false
+	s.ln = ln
+	s.startAccepting(ln)
+	return nil
+}
+
+// DropConnections closes every client connection; the server keeps listening, so clients
+// reconnect on their next request.
+func (s *Server) DropConnections() {
+	s.lnMu.Lock()
+	for c := range s.conns {
+		c.close()
+	}
+	s.lnMu.Unlock()
+}
+
+// stopServingLocked closes the listener and all connections. Requires lnMu.
+func (s *Server) stopServingLocked() {
+	if s.ln != nil {
+		s.ln.Close()
+		s.ln = nil
+	}
+	for c := range s.conns {
+		c.close()
+	}
+}
+
+func (s *Server) startAccepting(ln net.Listener) {
+	s.connWG.Add(1)
+	go func() {
+		defer s.connWG.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.lnMu.Lock()
+			if s.ln != ln {
+				s.lnMu.Unlock()
+				nc.Close()
+				return
+			}
+			c := newConn(s, nc)
+			s.conns[c] = struct{}{}
+			s.connWG.Add(1)
+			s.lnMu.Unlock()
+			go func() {
+				defer s.connWG.Done()
+				c.serve()
+				s.lnMu.Lock()
+				delete(s.conns, c)
+				s.lnMu.Unlock()
+				s.connectionClosed(c)
+			}()
+		}
+	}()
+}
+
+// conn is one client connection. Requests are handled in arrival order on the read goroutine;
+// only long-polling pulls wait on their own goroutine, answering out of order by opaque as the
+// protocol allows.
+type conn struct {
+	srv     *Server
+	nc      net.Conn
+	remote  *net.TCPAddr
+	wmu     sync.Mutex
+	done    chan struct{}
+	once    sync.Once
+	waiters sync.WaitGroup
+	// serializeType is the header encoding the client last used; broker-initiated requests use it.
+	serializeType atomic.Uint32
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	ra, _ := nc.RemoteAddr().(*net.TCPAddr)
+	return &conn{srv: s, nc: nc, remote: ra, done: make(chan struct{})}
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+func (c *conn) serve() {
+	defer func() {
+		c.close()
+		c.waiters.Wait()
+	}()
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	for {
+		cmd, err := readFrame(r)
+		if err != nil {
+			if errors.Is(err, errFrame) {
+				c.srv.cfg.logger.Warn("minirmq: closing connection", "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
+			}
+			return
+		}
+		if cmd.isResponse() {
+			// Replies to our notifications and check-backs carry nothing we wait for.
+			continue
+		}
+		c.serializeType.Store(uint32(cmd.serializeType))
+		if resp := c.srv.handle(c, cmd); resp != nil {
+			c.reply(cmd, resp)
+		}
+	}
+}
+
+// reply sends resp as the response to req.
+func (c *conn) reply(req, resp *command) {
+	resp.Opaque = req.Opaque
+	resp.Flag |= flagResponse
+	resp.serializeType = req.serializeType
+	if resp.Language == "" {
+		resp.Language = "JAVA"
+	}
+	if resp.Version == 0 {
+		resp.Version = req.Version
+	}
+	c.write(resp)
+}
+
+func (c *conn) write(cmd *command) {
+	frame, err := encodeFrame(cmd)
+	if err != nil {
+		c.srv.cfg.logger.Error("minirmq: encoding frame", "err", err)
+		return
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.nc.Write(frame); err != nil {
+		c.close()
+	}
+}
+
+// send makes a broker-initiated request (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE).
+func (c *conn) send(code int16, ext map[string]string, body []byte) {
+	c.write(&command{Code: code, Language: "JAVA", Version: 401, Opaque: c.srv.opaqueID.Add(1), ExtFields: ext,
+		Body: body, serializeType: byte(c.serializeType.Load())})
+}

@@ -1,0 +1,177 @@
+package minirmq
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// Permission bits of a topic (PermName).
+const (
+	permInherit = 1
+	permWrite   = 2
+	permRead    = 4
+	permRW      = permRead | permWrite
+)
+
+// System topics of the real broker.
+const (
+	defaultTopic   = "TBW102"
+	scheduleTopic  = "SCHEDULE_TOPIC_XXXX"
+	halfTopic      = "RMQ_SYS_TRANS_HALF_TOPIC"
+	retryPrefix    = "%RETRY%"
+	dlqPrefix      = "%DLQ%"
+	maxDelayLevels = 18
+)
+
+var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]+$`)
+
+// validateTopic applies TopicValidator's rules and names the problem.
+func validateTopic(topic string) error {
+	switch {
+	case strings.TrimSpace(topic) == "":
+		return fmt.Errorf("the specified topic is blank")
+	case len(topic) > maxTopicLength:
+		return fmt.Errorf("the specified topic is longer than topic max length %d", maxTopicLength)
+	case !topicPattern.MatchString(topic):
+		return fmt.Errorf("the specified topic[%s] contains illegal characters, allowing only ^[%%|a-zA-Z0-9_-]+$", topic)
+	}
+	return nil
+}
+
+// stored is one message in the commit log. The encoded bytes are what pulls return; the other
+// fields are the few the broker filters and looks up by.
+type stored struct {
+	enc         []byte
+	topic       string
+	tags        string
+	keys        string
+	uniqKey     string
+	queueID     int32
+	queueOffset int64
+	phys        int64
+	storeTs     int64
+}
+
+type queue struct {
+	msgs []*stored
+	// minOffset is the logical offset of msgs[0]: retention drops a prefix.
+	minOffset int64
+	// arrived is closed and replaced whenever a message is appended: long-polling pulls wait on it.
+	arrived chan struct{}
+}
+
+func newQueue() *queue { return &queue{arrived: make(chan struct{})} }
+
+func (q *queue) maxOffset() int64 { return q.minOffset + int64(len(q.msgs)) }
+
+type topicConfig struct {
+	name           string
+	readQueueNums  int
+	writeQueueNums int
+	perm           int
+	queues         []*queue
+}
+
+func (t *topicConfig) ensureQueues(n int) {
+	for len(t.queues) < n {
+		t.queues = append(t.queues, newQueue())
+	}
+}
+
+// queue returns queue id, or nil when it does not exist.
+func (t *topicConfig) queue(id int) *queue {
+	if id < 0 || id >= len(t.queues) {
+		return nil
+	}
+	return t.queues[id]
+}
+
+// store is the in-memory commit log with per-topic consume queues and consumer offsets. All
+// methods require Server.mu.
+type store struct {
+	topics  map[string]*topicConfig
+	log     []*stored // ordered by phys
+	logHead int       // log[:logHead] were dropped by retention (kept nil until compacted)
+	nextPhy int64
+	bytes   int64
+	// offsets: group -> topic@queue -> committed offset.
+	offsets map[string]map[queueKey]int64
+}
+
+type queueKey struct {
+	topic string
+	queue int
+}
+
+func newStore() *store {
+	return &store{topics: map[string]*topicConfig{}, offsets: map[string]map[queueKey]int64{}}
+}
+
+func (s *store) createTopic(name string, read, write, perm int) *topicConfig {
+	t, ok := s.topics[name]
+	if !ok {
+		t = &topicConfig{name: name}
+		s.topics[name] = t
+	}
+	t.readQueueNums, t.writeQueueNums, t.perm = read, write, perm
+	t.ensureQueues(max(read, write))
+	return t
+}
+
+// append stores one message, assigning queue offset and commit-log offset, and wakes pullers.
+func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, phys int64) *msgFields, tags, keys, uniq string) *stored {
+	t.ensureQueues(int(queueID) + 1)
+	q := t.queues[queueID]
+	f := build(q.maxOffset(), s.nextPhy)
+	enc := encodeStored(f)
+	st := &stored{enc: enc, topic: t.name, tags: tags, keys: keys, uniqKey: uniq, queueID: queueID,
+		queueOffset: f.queueOffset, phys: f.phys, storeTs: f.storeTs}
+	s.nextPhy += int64(len(enc))
+	s.bytes += int64(len(enc))
+	s.log = append(s.log, st)
+	q.msgs = append(q.msgs, st)
+	close(q.arrived)
+	q.arrived = make(chan struct{})
+	return st
+}
+
+// byPhys finds a message by commit-log offset.
+func (s *store) byPhys(phys int64) *stored {
+	live := s.log[s.logHead:]
+	i := sort.Search(len(live), func(i int) bool { return live[i].phys >= phys })
+	if i < len(live) && live[i].phys == phys {
+		return live[i]
+	}
+	return nil
+}
+
+func (s *store) commitOffset(group, topic string, queueID int, offset int64) {
+	g := s.offsets[group]
+	if g == nil {
+		g = map[queueKey]int64{}
+		s.offsets[group] = g
+	}
+	g[queueKey{topic, queueID}] = offset
+}
+
+func (s *store) queryOffset(group, topic string, queueID int) (int64, bool) {
+	off, ok := s.offsets[group][queueKey{topic, queueID}]
+	return off, ok
+}
+
+// searchOffset returns the first offset whose store time is >= ts (the max offset if none).
+func (q *queue) searchOffset(ts int64) int64 {
+	i := sort.Search(len(q.msgs), func(i int) bool { return q.msgs[i].storeTs >= ts })
+	return q.minOffset + int64(i)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

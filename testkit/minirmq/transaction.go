@@ -1,0 +1,135 @@
+package minirmq
+
+import (
+	"strconv"
+	"time"
+)
+
+// End-transaction types (MessageSysFlag.TRANSACTION_*_TYPE as sent in commitOrRollback).
+const (
+	txUnknown  = 0
+	txCommit   = 8
+	txRollback = 12
+)
+
+// halfMessage is a prepared transactional message waiting for commit or rollback.
+type halfMessage struct {
+	phys      int64
+	group     string
+	checks    int
+	nextCheck time.Time
+}
+
+func (s *Server) handleEndTransaction(req *command) *command {
+	phys, err := req.extInt("commitLogOffset")
+	if err != nil {
+		return errorf(codeSystemError, "%v", err)
+	}
+	kind := req.extIntDefault("commitOrRollback", txUnknown)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	half, ok := s.halfs[phys]
+	st := s.store.byPhys(phys)
+	if !ok || st == nil {
+		return errorf(codeSystemError, "Find prepared transaction message failed")
+	}
+	switch kind {
+	case txRollback:
+		delete(s.halfs, phys)
+	case txCommit:
+		delete(s.halfs, phys)
+		m, err := decodeStored(st.enc)
+		if err != nil {
+			return errorf(codeSystemError, "stored half message is corrupt: %v", err)
+		}
+		props := parseProperties(m.properties)
+		realTopic := props[propRealTopic]
+		qid, _ := strconv.Atoi(props[propRealQueueID])
+		delete(props, propRealTopic)
+		delete(props, propRealQueueID)
+		delete(props, propTranMsg)
+		t, ok := s.store.topics[realTopic]
+		if !ok {
+			t = s.store.createTopic(realTopic, s.cfg.queueNums, s.cfg.queueNums, permRW)
+		}
+		propStr := formatProperties(props, nil)
+		now := time.Now()
+		s.store.append(t, int32(qid), func(qoff, p int64) *msgFields {
+			return &msgFields{topic: realTopic, queueID: int32(qid), flag: m.flag, queueOffset: qoff, phys: p,
+				sysFlag: m.sysFlag&^sysFlagTxMask | sysFlagTxCommit, bornTs: m.bornTs, bornHost: m.bornHost,
+				storeTs: now.UnixMilli(), storeHost: s.advertised, reconsumeTimes: m.reconsumeTimes,
+				preparedTxOffset: phys, body: m.body, properties: propStr}
+		}, props[propTags], props[propKeys], props[propUniqKey])
+	default:
+		_ = half // unknown: keep it; the check-back loop asks the producer later
+	}
+	return success()
+}
+
+// transactionCheckLoop asks producers about half messages left unresolved past the transaction
+// timeout (CHECK_TRANSACTION_STATE), and discards them after the maximum number of checks.
+func (s *Server) transactionCheckLoop() {
+	defer s.loopWG.Done()
+	tick := min(max(s.scaled(time.Second), 10*time.Millisecond), time.Second)
+	ticker := time.NewTicker(tick)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-ticker.C:
+		}
+		type check struct {
+			conn *conn
+			ext  map[string]string
+			body []byte
+		}
+		var checks []check
+		now := time.Now()
+		s.mu.Lock()
+		for phys, h := range s.halfs {
+			if now.Before(h.nextCheck) {
+				continue
+			}
+			if h.checks >= s.cfg.txMaxChecks {
+				delete(s.halfs, phys)
+				continue
+			}
+			var target *conn
+			for _, id := range sortedKeys(s.clients.producers[h.group]) {
+				target = s.clients.producers[h.group][id]
+				break
+			}
+			if target == nil {
+				continue // no producer of the group online: ask once one is
+			}
+			st := s.store.byPhys(phys)
+			if st == nil {
+				delete(s.halfs, phys)
+				continue
+			}
+			m, err := decodeStored(st.enc)
+			if err != nil {
+				delete(s.halfs, phys)
+				continue
+			}
+			props := parseProperties(m.properties)
+			qid, _ := strconv.Atoi(props[propRealQueueID])
+			m.topic, m.queueID = props[propRealTopic], int32(qid)
+			uniq := props[propUniqKey]
+			h.checks++
+			h.nextCheck = now.Add(s.scaled(s.cfg.txInterval))
+			checks = append(checks, check{conn: target, body: encodeStored(m), ext: map[string]string{
+				"tranStateTableOffset": itoa(st.queueOffset),
+				"commitLogOffset":      itoa(phys),
+				"msgId":                uniq,
+				"transactionId":        uniq,
+				"offsetMsgId":          offsetMsgID(m.storeHost, phys),
+			}})
+		}
+		s.mu.Unlock()
+		for _, c := range checks {
+			c.conn.send(reqCheckTransactionState, c.ext, c.body)
+		}
+	}
+}
