@@ -45,9 +45,9 @@ const (
 )
 
 const (
-	messageMagic      = 0xDAA320A7
-	maxPropertiesLen  = 32767
-	maxTopicLength    = 127
+	messageMagic     = 0xDAA320A7
+	maxPropertiesLen = 32767
+	maxTopicLength   = 127
 )
 
 // Message is a stored message as the broker holds it, decoded for inspection.
