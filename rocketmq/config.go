@@ -60,7 +60,8 @@ type PublisherConfig struct {
 	// Retries is how many times a failed send is retried on another queue/broker. Default 2.
 	// Set a negative value for no retries.
 	Retries int
-	// SendTimeout bounds one Publish call per message or batch. Default 3s.
+	// SendTimeout bounds one send attempt of a message or batch (a send with retries gets
+	// SendTimeout per attempt). Default 3s.
 	SendTimeout time.Duration
 	// Marshaler converts Watermill messages to RocketMQ messages. Default DefaultMarshaler{}.
 	Marshaler Marshaler
