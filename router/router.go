@@ -1,0 +1,362 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// DefaultPoisonTopic receives messages that no handler can decode, unless Config.PoisonTopic
+// names another topic. The name only uses characters every backend accepts in a topic
+// (RocketMQ allows neither dots nor slashes).
+const DefaultPoisonTopic = "rocketbus_poison"
+
+// ErrClosed is returned by Run and by the registration functions once the router is closed.
+var ErrClosed = errors.New("router: closed")
+
+// Config configures a Router. Either Subscriber or NewSubscriber must be set.
+type Config struct {
+	// Publisher receives the messages publishing handlers return and the poisoned messages.
+	// It may be nil for a router that only consumes. The router never closes it: whoever
+	// created it closes it, after the router.
+	Publisher message.Publisher
+
+	// Subscriber serves every subscription that names no group-specific subscriber. It suits
+	// backends without consumer groups (gochannel). The router does not close it; its
+	// subscriptions end through their context.
+	Subscriber message.Subscriber
+
+	// NewSubscriber creates the subscriber of one consumer group; the router calls it once per
+	// distinct group (group is "" for subscriptions without a group). Backends where a group
+	// must not span topics (RocketMQ) construct one subscriber per group here. The router owns
+	// what it returns and closes it.
+	NewSubscriber func(group string) (message.Subscriber, error)
+
+	// Codec decodes handler inputs and encodes handler outputs. Default: JSON.
+	Codec Codec
+
+	// PoisonTopic receives messages whose payload cannot be decoded, with the decode error in
+	// their metadata (Watermill's PoisonQueue keys). Default: DefaultPoisonTopic.
+	PoisonTopic string
+
+	// Middleware is applied to every handler, first element outermost. Watermill's Retry,
+	// PoisonQueue, CorrelationID, Recoverer, Timeout and Throttle all fit here.
+	Middleware []message.HandlerMiddleware
+
+	// CloseTimeout bounds how long Close waits for in-flight handlers. Default: 30 s (the
+	// Watermill router's default).
+	CloseTimeout time.Duration
+
+	// Logger receives the router's logs. Default: no logs.
+	Logger watermill.LoggerAdapter
+}
+
+func (c *Config) setDefaults() {
+	if c.Codec == nil {
+		c.Codec = JSON()
+	}
+	if c.PoisonTopic == "" {
+		c.PoisonTopic = DefaultPoisonTopic
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = watermill.NopLogger{}
+	}
+}
+
+// Validate reports the first configuration problem.
+func (c Config) Validate() error {
+	if c.Subscriber == nil && c.NewSubscriber == nil {
+		return errors.New("router: config needs a Subscriber or a NewSubscriber function")
+	}
+	if c.CloseTimeout < 0 {
+		return fmt.Errorf("router: negative CloseTimeout %s", c.CloseTimeout)
+	}
+	for i, m := range c.Middleware {
+		if m == nil {
+			return fmt.Errorf("router: Middleware[%d] is nil", i)
+		}
+	}
+	return nil
+}
+
+// Router runs typed handlers on a Watermill router. It adds to Watermill's router: codecs,
+// a subscriber per consumer group, poisoning of undecodable messages, and a shutdown bounded
+// by a context (Shutdown) that lets in-flight handlers finish while the context lasts.
+type Router struct {
+	cfg Config
+	wm  *message.Router
+
+	// abort is cancelled when a Shutdown's context expires: handler contexts derive from it
+	// instead of from the subscription, so that closing the subscription does not cancel the
+	// work that is being drained.
+	abort       context.Context
+	abortCancel context.CancelFunc
+
+	mu          sync.Mutex
+	subs        map[string]message.Subscriber // by group, created by NewSubscriber
+	handlers    map[string]Subscription       // by handler name
+	wmHandlers  []*message.Handler
+	started     bool
+	closed      bool
+	runCtx      context.Context
+	runCancel   context.CancelFunc
+	runDone     chan struct{}
+	shutdownErr error
+	shutdownCh  chan struct{}
+}
+
+// Subscription describes the handler that processes a message. Middleware reads it from the
+// message's context with SubscriptionFromContext.
+type Subscription struct {
+	Handler      string
+	Topic        string
+	Group        string
+	PublishTopic string
+}
+
+// New creates a router. Nothing is subscribed before Run.
+func New(cfg Config) (*Router, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, cfg.Logger)
+	if err != nil {
+		return nil, fmt.Errorf("router: %w", err)
+	}
+	r := &Router{
+		cfg:        cfg,
+		wm:         wm,
+		subs:       map[string]message.Subscriber{},
+		handlers:   map[string]Subscription{},
+		runDone:    make(chan struct{}),
+		shutdownCh: make(chan struct{}),
+	}
+	r.abort, r.abortCancel = context.WithCancel(context.Background())
+	// Added first, so it is the outermost middleware of every handler.
+	wm.AddMiddleware(r.scopeMiddleware)
+	wm.AddMiddleware(cfg.Middleware...)
+	return r, nil
+}
+
+// Watermill returns the underlying Watermill router, for plugins and decorators this package
+// does not wrap. Handlers must be added through this package.
+func (r *Router) Watermill() *message.Router { return r.wm }
+
+// Publisher returns the configured publisher (nil when none).
+func (r *Router) Publisher() message.Publisher { return r.cfg.Publisher }
+
+// Codec returns the router's default codec.
+func (r *Router) Codec() Codec { return r.cfg.Codec }
+
+// Logger returns the router's logger.
+func (r *Router) Logger() watermill.LoggerAdapter { return r.cfg.Logger }
+
+// AddMiddleware adds middleware to every handler. Middleware added after handlers were
+// registered runs inside their handler-level middleware.
+func (r *Router) AddMiddleware(m ...message.HandlerMiddleware) error {
+	for i, mw := range m {
+		if mw == nil {
+			return fmt.Errorf("router: middleware %d is nil", i)
+		}
+	}
+	r.wm.AddMiddleware(m...)
+	return nil
+}
+
+// Run subscribes every handler and processes messages until the router is closed or ctx is
+// cancelled. It returns ErrClosed when the router was closed before it ran, and the
+// subscription error when a topic cannot be subscribed.
+func (r *Router) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if r.started {
+		r.mu.Unlock()
+		return errors.New("router: already running")
+	}
+	r.started = true
+	// Cancelled by Shutdown: it ends the subscriptions of handlers added while running, whose
+	// context is not the one Watermill cancels when it closes.
+	ctx, r.runCancel = context.WithCancel(ctx)
+	r.runCtx = ctx
+	r.mu.Unlock()
+	defer r.runCancel()
+
+	defer close(r.runDone)
+	return r.wm.Run(ctx)
+}
+
+// Running is closed once every handler registered before Run is subscribed.
+func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
+
+// Close stops the subscriptions and waits up to Config.CloseTimeout for in-flight handlers.
+func (r *Router) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+	defer cancel()
+	return r.Shutdown(ctx)
+}
+
+// Shutdown stops the subscriptions, then waits for in-flight handlers while ctx lasts. When
+// ctx ends first, the handlers' contexts are cancelled (so a handler that honours its context
+// returns at once and its message is nacked, not acked) and Shutdown returns an error wrapping
+// ctx.Err() once they returned; a handler that ignores its context can hold Shutdown up to
+// Config.CloseTimeout. Shutdown is idempotent: later calls wait for the first and return its
+// result.
+func (r *Router) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		select {
+		case <-r.shutdownCh:
+			return r.shutdownErr
+		case <-ctx.Done():
+			return fmt.Errorf("router: waiting for shutdown: %w", ctx.Err())
+		}
+	}
+	r.closed = true
+	started := r.started
+	r.mu.Unlock()
+
+	err := r.shutdown(ctx, started)
+
+	r.mu.Lock()
+	subs := r.subs
+	r.subs = nil
+	r.mu.Unlock()
+	for group, sub := range subs {
+		if cerr := sub.Close(); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("router: closing subscriber of group %q: %w", group, cerr))
+		}
+	}
+	r.abortCancel()
+
+	r.shutdownErr = err
+	close(r.shutdownCh)
+	return err
+}
+
+func (r *Router) shutdown(ctx context.Context, started bool) error {
+	if !started {
+		// Watermill's Close would wait for handlers that never ran.
+		return nil
+	}
+	// Watermill's Close must not run before its Run subscribed the handlers: it would hold the
+	// handler lock Run needs until CloseTimeout.
+	select {
+	case <-r.wm.Running():
+	case <-r.runDone:
+		// Run failed before it was running: its context cancellation stops the handlers that
+		// did start; wait for them.
+		return r.waitStopped(ctx)
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- r.wm.Close() }()
+	r.runCancel()
+	// Watermill's Run returns once the handlers finished (or its CloseTimeout passed), whichever
+	// of its Close calls (ours, or its own when every subscription ended) did the waiting.
+	select {
+	case <-r.runDone:
+		return <-closed
+	case <-ctx.Done():
+		r.abortCancel()
+		<-r.runDone
+		return errors.Join(fmt.Errorf("router: in-flight handlers cancelled: %w", ctx.Err()), <-closed)
+	}
+}
+
+func (r *Router) waitStopped(ctx context.Context) error {
+	r.mu.Lock()
+	hs := append([]*message.Handler(nil), r.wmHandlers...)
+	r.mu.Unlock()
+	for _, h := range hs {
+		stopped := h.Stopped()
+		if stopped == nil {
+			continue
+		}
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			r.abortCancel()
+			<-stopped
+		}
+	}
+	return nil
+}
+
+// scopeMiddleware gives each message a context that survives the closing of its subscription
+// (so handlers drain during Shutdown), is cancelled when a Shutdown's context expires, and
+// carries the Subscription.
+func (r *Router) scopeMiddleware(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) ([]*message.Message, error) {
+		parent := msg.Context()
+		r.mu.Lock()
+		sub, ok := r.handlers[message.HandlerNameFromCtx(parent)]
+		r.mu.Unlock()
+
+		ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+		stop := context.AfterFunc(r.abort, cancel)
+		defer func() {
+			stop()
+			cancel()
+		}()
+		if ok {
+			ctx = context.WithValue(ctx, subscriptionKey{}, sub)
+		}
+		msg.SetContext(ctx)
+		return h(msg)
+	}
+}
+
+func (r *Router) subscriberFor(group string, override message.Subscriber) (message.Subscriber, error) {
+	if override != nil {
+		return noCloseSubscriber{override}, nil
+	}
+	if r.cfg.NewSubscriber == nil {
+		return noCloseSubscriber{r.cfg.Subscriber}, nil
+	}
+	if sub, ok := r.subs[group]; ok {
+		return sub, nil
+	}
+	sub, err := r.cfg.NewSubscriber(group)
+	if err != nil {
+		return nil, fmt.Errorf("router: creating subscriber for group %q: %w", group, err)
+	}
+	if sub == nil {
+		return nil, fmt.Errorf("router: NewSubscriber returned a nil subscriber for group %q", group)
+	}
+	r.subs[group] = sub
+	return sub, nil
+}
+
+type subscriptionKey struct{}
+
+// SubscriptionFromContext returns the Subscription of the handler processing the message whose
+// context (or a context derived from it) is ctx.
+func SubscriptionFromContext(ctx context.Context) (Subscription, bool) {
+	s, ok := ctx.Value(subscriptionKey{}).(Subscription)
+	return s, ok
+}
+
+// noCloseSubscriber keeps Watermill's router from closing a subscriber the router does not own;
+// the subscriptions still end, because Watermill cancels their context.
+type noCloseSubscriber struct{ message.Subscriber }
+
+func (noCloseSubscriber) Close() error { return nil }
+
+// noClosePublisher keeps Watermill's router from closing the shared publisher when one
+// publishing handler stops.
+type noClosePublisher struct{ message.Publisher }
+
+func (noClosePublisher) Close() error { return nil }

@@ -1,0 +1,477 @@
+package router_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/rocketbus/rocketbus/router"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type order struct {
+	ID    string `json:"id"`
+	Total int    `json:"total"`
+}
+
+type receipt struct {
+	OrderID string `json:"order_id"`
+	Charged int    `json:"charged"`
+}
+
+// wait fails the test when ch does not deliver in time; the bound only guards against hangs.
+func wait[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+func newGoChannel(t *testing.T, cfg gochannel.Config) *gochannel.GoChannel {
+	t.Helper()
+	gc := gochannel.NewGoChannel(cfg, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	return gc
+}
+
+// start runs r and returns a function that shuts it down and returns Run's result.
+func start(t *testing.T, r *router.Router) func() error {
+	t.Helper()
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	select {
+	case <-r.Running():
+	case err := <-runErr:
+		t.Fatalf("router stopped before running: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("router did not start")
+	}
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = errors.Join(r.Shutdown(ctx), <-runErr)
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func TestSubscribeDecodesAndExposesMetadata(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Publisher: gc, Subscriber: gc})
+	require.NoError(t, err)
+
+	type seen struct {
+		order  order
+		md     message.Metadata
+		sub    router.Subscription
+		msgOK  bool
+		header string
+	}
+	got := make(chan seen, 1)
+	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error {
+		msg, ok := router.MessageFromContext(ctx)
+		sub, _ := router.SubscriptionFromContext(ctx)
+		got <- seen{order: *o, md: router.Metadata(ctx), sub: sub, msgOK: ok && msg != nil,
+			header: msg.Metadata.Get("tenant")}
+		return nil
+	}, router.WithGroup("billing")))
+	start(t, r)
+
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "orders", order{ID: "o-1", Total: 42},
+		router.WithMetadata("tenant", "acme")))
+
+	s := wait(t, got, "the handler")
+	assert.Equal(t, order{ID: "o-1", Total: 42}, s.order)
+	assert.True(t, s.msgOK)
+	assert.Equal(t, "acme", s.md.Get("tenant"))
+	assert.Equal(t, "acme", s.header)
+	assert.Equal(t, router.Subscription{Handler: "orders@billing", Topic: "orders", Group: "billing"}, s.sub)
+}
+
+func TestHandlePublishesOutputsWithCorrelation(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{
+		Publisher:  gc,
+		Subscriber: gc,
+		Middleware: []message.HandlerMiddleware{wmmiddleware.CorrelationID},
+	})
+	require.NoError(t, err)
+	require.NoError(t, router.Handle(r, "orders", "receipts", func(ctx context.Context, o *order) ([]*receipt, error) {
+		return []*receipt{{OrderID: o.ID, Charged: o.Total}, {OrderID: o.ID, Charged: 0}}, nil
+	}))
+
+	receipts, err := gc.Subscribe(context.Background(), "receipts")
+	require.NoError(t, err)
+	start(t, r)
+
+	in, err := router.NewMessage(context.Background(), router.JSON(), order{ID: "o-7", Total: 99})
+	require.NoError(t, err)
+	wmmiddleware.SetCorrelationID("corr-1", in)
+	require.NoError(t, gc.Publish("orders", in))
+
+	var got []receipt
+	for range 2 {
+		m := wait(t, receipts, "a receipt")
+		m.Ack()
+		var rc receipt
+		require.NoError(t, router.JSON().Unmarshal(m.Payload, &rc))
+		got = append(got, rc)
+		assert.Equal(t, "corr-1", wmmiddleware.MessageCorrelationID(m))
+	}
+	assert.ElementsMatch(t, []receipt{{OrderID: "o-7", Charged: 99}, {OrderID: "o-7", Charged: 0}}, got)
+}
+
+func TestHandleRejectsNilOutputs(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Publisher: gc, Subscriber: gc})
+	require.NoError(t, err)
+	errs := make(chan error, 1)
+	require.NoError(t, r.AddMiddleware(func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err != nil {
+				select {
+				case errs <- err:
+				default:
+				}
+				return nil, nil // ack, so gochannel does not redeliver
+			}
+			return out, nil
+		}
+	}))
+	require.NoError(t, router.Handle(r, "orders", "receipts", func(ctx context.Context, o *order) ([]*receipt, error) {
+		return []*receipt{nil}, nil
+	}))
+	start(t, r)
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "orders", order{ID: "x"}))
+	err = wait(t, errs, "the handler error")
+	assert.ErrorContains(t, err, "nil output at index 0")
+}
+
+func TestProtobufCodec(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Publisher: gc, Subscriber: gc, Codec: router.Protobuf()})
+	require.NoError(t, err)
+	got := make(chan string, 1)
+	require.NoError(t, router.Subscribe(r, "names", func(ctx context.Context, s *wrapperspb.StringValue) error {
+		got <- s.GetValue()
+		return nil
+	}))
+	start(t, r)
+
+	pub, err := router.NewPublisher(gc, router.Protobuf())
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "names", wrapperspb.String("gopher")))
+	assert.Equal(t, "gopher", wait(t, got, "the protobuf message"))
+
+	err = pub.Publish(context.Background(), "names", order{ID: "not proto"})
+	assert.ErrorContains(t, err, "does not implement proto.Message")
+}
+
+// countingCodec counts decode attempts, to prove a bad payload is not retried.
+type countingCodec struct {
+	router.Codec
+	decodes atomic.Int32
+}
+
+func (c *countingCodec) Unmarshal(data []byte, v any) error {
+	c.decodes.Add(1)
+	return c.Codec.Unmarshal(data, v)
+}
+
+func TestDecodeFailureGoesToPoisonQueueWithoutRetry(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	codec := &countingCodec{Codec: router.JSON()}
+	retries := atomic.Int32{}
+	r, err := router.New(router.Config{
+		Publisher:  gc,
+		Subscriber: gc,
+		Codec:      codec,
+		Middleware: []message.HandlerMiddleware{wmmiddleware.Retry{
+			MaxRetries:      3,
+			InitialInterval: time.Millisecond,
+			OnRetryHook:     func(int, time.Duration) { retries.Add(1) },
+		}.Middleware},
+	})
+	require.NoError(t, err)
+	var called atomic.Bool
+	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error {
+		called.Store(true)
+		return nil
+	}))
+	poison, err := gc.Subscribe(context.Background(), router.DefaultPoisonTopic)
+	require.NoError(t, err)
+	start(t, r)
+
+	bad := message.NewMessage("bad-1", []byte("{not json"))
+	require.NoError(t, gc.Publish("orders", bad))
+
+	p := wait(t, poison, "the poisoned message")
+	p.Ack()
+	assert.Equal(t, "bad-1", p.UUID)
+	assert.Equal(t, "{not json", string(p.Payload))
+	reason := p.Metadata.Get(wmmiddleware.ReasonForPoisonedKey)
+	assert.Contains(t, reason, "cannot decode message bad-1")
+	assert.Contains(t, reason, "router_test.order")
+	assert.Equal(t, "orders", p.Metadata.Get(wmmiddleware.PoisonedTopicKey))
+	assert.Equal(t, int32(1), codec.decodes.Load(), "a decode failure must not be retried")
+	assert.Zero(t, retries.Load())
+	assert.False(t, called.Load())
+}
+
+func TestDecodeFailureWithoutPublisherIsAcked(t *testing.T) {
+	// Publish blocks until the subscriber acks: a nack would redeliver and never return.
+	gc := newGoChannel(t, gochannel.Config{BlockPublishUntilSubscriberAck: true})
+	codec := &countingCodec{Codec: router.JSON()}
+	r, err := router.New(router.Config{Subscriber: gc, Codec: codec})
+	require.NoError(t, err)
+	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error { return nil }))
+	start(t, r)
+
+	done := make(chan error, 1)
+	go func() { done <- gc.Publish("orders", message.NewMessage("bad-2", []byte("]"))) }()
+	require.NoError(t, wait(t, done, "the ack of the undecodable message"))
+	assert.Equal(t, int32(1), codec.decodes.Load())
+}
+
+func TestHandlerErrorsAreNackedAndRedelivered(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc})
+	require.NoError(t, err)
+	attempts := atomic.Int32{}
+	done := make(chan struct{})
+	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error {
+		if attempts.Add(1) < 3 {
+			return errors.New("transient")
+		}
+		close(done)
+		return nil
+	}))
+	start(t, r)
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "orders", order{ID: "r"}))
+	wait(t, done, "the third attempt")
+	assert.Equal(t, int32(3), attempts.Load())
+}
+
+func TestSubscriberPerGroup(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	var mu sync.Mutex
+	created := map[string]int{}
+	closed := map[string]int{}
+	r, err := router.New(router.Config{
+		NewSubscriber: func(group string) (message.Subscriber, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			created[group]++
+			return &trackedSubscriber{Subscriber: gc, onClose: func() {
+				mu.Lock()
+				closed[group]++
+				mu.Unlock()
+			}}, nil
+		},
+	})
+	require.NoError(t, err)
+	nop := func(context.Context, *order) error { return nil }
+	require.NoError(t, router.Subscribe(r, "a", nop, router.WithGroup("g1")))
+	require.NoError(t, router.Subscribe(r, "b", nop, router.WithGroup("g1")))
+	require.NoError(t, router.Subscribe(r, "a", nop, router.WithGroup("g2")))
+	stop := start(t, r)
+	require.NoError(t, stop())
+
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"g1": 1, "g2": 1}, created)
+	assert.GreaterOrEqual(t, closed["g1"], 1)
+	assert.GreaterOrEqual(t, closed["g2"], 1)
+}
+
+func TestSubscriberFactoryErrorIsReturned(t *testing.T) {
+	r, err := router.New(router.Config{NewSubscriber: func(group string) (message.Subscriber, error) {
+		return nil, errors.New("no name server")
+	}})
+	require.NoError(t, err)
+	err = router.Subscribe(r, "a", func(context.Context, *order) error { return nil }, router.WithGroup("g"))
+	assert.ErrorContains(t, err, `group "g"`)
+	assert.ErrorContains(t, err, "no name server")
+	require.NoError(t, r.Close())
+}
+
+type trackedSubscriber struct {
+	message.Subscriber
+	onClose func()
+}
+
+func (s *trackedSubscriber) Close() error {
+	s.onClose()
+	return nil // the shared gochannel is closed by the test
+}
+
+func TestShutdownDrainsInFlightHandlers(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	finished := make(chan error, 1)
+	require.NoError(t, router.Subscribe(r, "slow", func(ctx context.Context, o *order) error {
+		close(entered)
+		<-release
+		finished <- ctx.Err()
+		return nil
+	}))
+	stop := start(t, r)
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "slow", order{ID: "s"}))
+	wait(t, entered, "the handler")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	// Give Shutdown time to close the subscription before the handler goes on; whatever the
+	// scheduling, Shutdown must not return before the handler did.
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	assert.NoError(t, wait(t, stopped, "Shutdown"))
+	select {
+	case ctxErr := <-finished:
+		assert.NoError(t, ctxErr, "the handler's context must survive the closed subscription")
+	default:
+		t.Fatal("Shutdown returned before the in-flight handler finished")
+	}
+}
+
+func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
+		close(entered)
+		<-ctx.Done()
+		return ctx.Err()
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	<-r.Running()
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "s"}))
+	wait(t, entered, "the handler")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err = r.Shutdown(ctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.NoError(t, wait(t, runErr, "Run to return"))
+	// A second Shutdown reports the first one's result.
+	assert.ErrorIs(t, r.Shutdown(context.Background()), context.DeadlineExceeded)
+}
+
+func TestLifecycleEdges(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+
+	t.Run("close before run", func(t *testing.T) {
+		r, err := router.New(router.Config{Subscriber: gc})
+		require.NoError(t, err)
+		require.NoError(t, router.Subscribe(r, "t", func(context.Context, *order) error { return nil }))
+		require.NoError(t, r.Close())
+		require.NoError(t, r.Close())
+		assert.ErrorIs(t, r.Run(context.Background()), router.ErrClosed)
+		assert.ErrorIs(t, router.Subscribe(r, "u", func(context.Context, *order) error { return nil }), router.ErrClosed)
+	})
+
+	t.Run("duplicate names", func(t *testing.T) {
+		r, err := router.New(router.Config{Subscriber: gc})
+		require.NoError(t, err)
+		nop := func(context.Context, *order) error { return nil }
+		require.NoError(t, router.Subscribe(r, "t", nop))
+		err = router.Subscribe(r, "t", nop)
+		assert.ErrorContains(t, err, `handler named "t" is already registered`)
+		require.NoError(t, router.Subscribe(r, "t", nop, router.WithName("t-2")))
+		require.NoError(t, r.Close())
+	})
+
+	t.Run("bad input", func(t *testing.T) {
+		_, err := router.New(router.Config{})
+		assert.ErrorContains(t, err, "needs a Subscriber")
+		r, err := router.New(router.Config{Subscriber: gc})
+		require.NoError(t, err)
+		assert.ErrorContains(t, router.Subscribe[order](r, "t", nil), "nil handler")
+		assert.ErrorContains(t, router.Subscribe(r, "", func(context.Context, *order) error { return nil }), "empty topic")
+		assert.ErrorContains(t, router.Handle(r, "t", "out", func(context.Context, *order) ([]*receipt, error) { return nil, nil }),
+			"has no Publisher")
+		require.NoError(t, r.Close())
+
+		_, err = router.NewPublisher(nil, nil)
+		assert.Error(t, err)
+		pub, err := router.NewPublisher(gc, nil)
+		require.NoError(t, err)
+		assert.ErrorContains(t, pub.Publish(context.Background(), "", order{}), "empty topic")
+		assert.ErrorContains(t, pub.Publish(context.Background(), "t", nil), "nil value")
+		assert.ErrorContains(t, pub.Publish(context.Background(), "t", (*order)(nil)), "nil *router_test.order")
+	})
+
+	t.Run("handler added while running", func(t *testing.T) {
+		r, err := router.New(router.Config{Subscriber: gc})
+		require.NoError(t, err)
+		start(t, r)
+		got := make(chan string, 1)
+		require.NoError(t, router.Subscribe(r, "late", func(ctx context.Context, o *order) error {
+			got <- o.ID
+			return nil
+		}))
+		pub, err := router.NewPublisher(gc, nil)
+		require.NoError(t, err)
+		require.NoError(t, pub.Publish(context.Background(), "late", order{ID: "late-1"}))
+		assert.Equal(t, "late-1", wait(t, got, "the late handler"))
+	})
+}
+
+func TestCodecByName(t *testing.T) {
+	for name, want := range map[string]string{"": "json", "JSON": "json", "protobuf": "protobuf", "proto": "protobuf"} {
+		c, err := router.CodecByName(name)
+		require.NoError(t, err, name)
+		assert.Equal(t, want, c.Name())
+	}
+	_, err := router.CodecByName("xml")
+	require.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), `"xml"`))
+
+	var v order
+	assert.ErrorContains(t, router.Protobuf().Unmarshal([]byte{}, &v), "does not implement proto.Message")
+	// JSON reads protojson for generated types.
+	b, err := router.JSON().Marshal(wrapperspb.Int64(7))
+	require.NoError(t, err)
+	var i wrapperspb.Int64Value
+	require.NoError(t, router.JSON().Unmarshal(b, &i))
+	assert.Equal(t, int64(7), i.GetValue())
+}
