@@ -57,6 +57,7 @@ const (
 	codePullOffsetMoved       = 21
 	codeQueryNotFound         = 22
 	codeSubscriptionParseFail = 23
+	codeSubscriptionNotExist  = 24
 )
 
 func response(code int16, remark string) *command {

@@ -117,12 +117,12 @@ func (s *Server) tryPull(p *pullRequest) (*command, <-chan struct{}) {
 	case p.offset < minOff:
 		return pullResp(codePullOffsetMoved, minOff), nil
 	case p.offset > maxOff:
-		if minOff == 0 {
-			return pullResp(codePullOffsetMoved, minOff), nil
-		}
 		return pullResp(codePullOffsetMoved, maxOff), nil
 	}
-	filter := s.filterFor(p)
+	filter, errResp := s.filterFor(p)
+	if errResp != nil {
+		return errResp, nil
+	}
 	var (
 		body    []byte
 		count   int
@@ -147,6 +147,9 @@ func (s *Server) tryPull(p *pullRequest) (*command, <-chan struct{}) {
 	}
 	return withBody(pullResp(codeSuccess, next), body), nil
 }
+
+// faqSuffix is what the real broker appends to some remarks (FAQUrl.suggestTodo).
+const faqSuffix = "\nSee http://rocketmq.apache.org/docs/faq/ for further details."
 
 // tagFilter is a parsed TAG subscription expression ("*", "TagA || TagB").
 type tagFilter struct {
@@ -174,15 +177,21 @@ func parseTagFilter(expr string) tagFilter {
 func (f tagFilter) match(tag string) bool { return f.all || f.tags[tag] }
 
 // filterFor returns the filter of a pull: the pull's own expression when it carries one, else the
-// subscription the group registered by heartbeat. Requires s.mu.
-func (s *Server) filterFor(p *pullRequest) tagFilter {
-	if p.sysFlag&pullSubscription != 0 && (p.expressionTyp == "" || p.expressionTyp == "TAG") {
-		return parseTagFilter(p.subscription)
+// subscription the group registered by heartbeat; without either the real broker refuses the pull.
+// Requires s.mu.
+func (s *Server) filterFor(p *pullRequest) (tagFilter, *command) {
+	if p.sysFlag&pullSubscription != 0 {
+		return parseTagFilter(p.subscription), nil
 	}
-	if sub, ok := s.clients.subscription(p.group, p.topic); ok {
-		return parseTagFilter(sub)
+	subs, ok := s.clients.subs[p.group]
+	if !ok {
+		return tagFilter{}, errorf(codeSubscriptionNotExist, "the consumer's group info not exist"+faqSuffix)
 	}
-	return tagFilter{all: true}
+	sub, ok := subs[p.topic]
+	if !ok {
+		return tagFilter{}, errorf(codeSubscriptionNotExist, "the consumer's subscription not exist"+faqSuffix)
+	}
+	return parseTagFilter(sub), nil
 }
 
 func (s *Server) handleQueryOffset(req *command) *command {
@@ -221,7 +230,7 @@ func (s *Server) handleSearchOffset(req *command) *command {
 	var off int64
 	if t, ok := s.store.topics[req.ext("topic")]; ok {
 		if q := t.queue(int(req.extIntDefault("queueId", 0))); q != nil {
-			off = q.searchOffset(ts)
+			off = q.nearestOffset(ts)
 		}
 	}
 	r := success()

@@ -161,10 +161,25 @@ func (s *store) queryOffset(group, topic string, queueID int) (int64, bool) {
 	return off, ok
 }
 
-// searchOffset returns the first offset whose store time is >= ts (the max offset if none).
-func (q *queue) searchOffset(ts int64) int64 {
-	i := sort.Search(len(q.msgs), func(i int) bool { return q.msgs[i].storeTs >= ts })
-	return q.minOffset + int64(i)
+// nearestOffset answers SEARCH_OFFSET_BY_TIMESTAMP as ConsumeQueue.getOffsetInQueueByTime does:
+// the message stored exactly at ts, else the one stored nearest to ts (the earlier on a tie), so
+// a time past the last message gives the last message's offset, not the max offset.
+func (q *queue) nearestOffset(ts int64) int64 {
+	n := len(q.msgs)
+	if n == 0 {
+		return q.minOffset
+	}
+	i := sort.Search(n, func(i int) bool { return q.msgs[i].storeTs >= ts })
+	switch {
+	case i == n:
+		return q.minOffset + int64(n-1)
+	case q.msgs[i].storeTs == ts || i == 0:
+		return q.minOffset + int64(i)
+	case ts-q.msgs[i-1].storeTs > q.msgs[i].storeTs-ts:
+		return q.minOffset + int64(i)
+	default:
+		return q.minOffset + int64(i-1)
+	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {
