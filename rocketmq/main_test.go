@@ -28,5 +28,10 @@ func clientGoroutines() []goleak.Option {
 		goleak.IgnoreAnyFunction(client + "consumer.(*pushConsumer).pullMessage"),
 		goleak.IgnoreAnyFunction(client + "internal.(*rmqClient).RebalanceImmediately"),
 		goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
+		// Watermill's test suite merges subscribers with a multiplier whose forwarding
+		// goroutines block forever when a test stops reading (TestPublishSubscribeInOrder
+		// closes its subscriber through a defer evaluated at once).
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func2"),
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func3"),
 	}
 }

@@ -124,7 +124,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		abort:       make(chan struct{}),
 		released:    make(chan struct{}),
 	}
-	pc, err := consumer.NewPushConsumer(s.consumerOptions(group)...)
+	opts := s.consumerOptions(group)
+	if s.config.Orderly && s.config.Model == Clustering {
+		r := &queueReleaser{nameServers: s.config.NameServers, group: group}
+		if s.config.Namespace != "" {
+			r.group = s.config.Namespace + "%" + group
+		}
+		opts = append(opts, consumer.WithStrategy(r.strategy(consumer.AllocateByAveragely)))
+	}
+	pc, err := consumer.NewPushConsumer(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("rocketmq: create consumer for %q: %w", topic, err)
 	}
@@ -207,16 +215,18 @@ func (s *Subscriber) selector() consumer.MessageSelector {
 // messages; unacked ones are delivered again later) and the channels close. It is idempotent.
 func (s *Subscriber) Close() error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return nil
+	first := !s.closed
+	if first {
+		s.closed = true
+		close(s.closing)
 	}
-	s.closed = true
-	close(s.closing)
 	s.mu.Unlock()
 
+	// Every caller waits, so that Close returning always means the channels are closed.
 	s.subs.Wait()
-
+	if !first {
+		return nil
+	}
 	s.topicsMu.Lock()
 	defer s.topicsMu.Unlock()
 	return s.topics.close()

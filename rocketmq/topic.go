@@ -18,8 +18,8 @@ import (
 )
 
 // The admin API of rocketmq-client-go v2.1.2 can create a topic on a given broker but cannot tell
-// whether a topic has a route or where the brokers are. Those two questions are answered here
-// with a single GET_ROUTEINFO_BY_TOPIC request to a name server.
+// whether a topic has a route or where the brokers are, and the consumer cannot release a queue
+// lock it no longer needs. Those requests are sent here with a minimal remoting client.
 
 const (
 	codeGetRouteInfo  = 105
@@ -39,13 +39,12 @@ type remotingHeader struct {
 	ExtFields map[string]string `json:"extFields"`
 }
 
-// topicRoute asks a name server for the route of topic. It returns the broker master addresses
-// and whether the topic has any queues; a topic the name server does not know is not an error.
-func topicRoute(ctx context.Context, nameServer, topic string) (brokers []string, exists bool, err error) {
+// invoke sends one remoting request to addr and returns the response code, remark and body.
+func invoke(ctx context.Context, addr string, code int, ext map[string]string, body []byte) (int, string, []byte, error) {
 	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", nameServer)
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, false, err
+		return 0, "", nil, err
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
@@ -55,76 +54,101 @@ func topicRoute(ctx context.Context, nameServer, topic string) (brokers []string
 	}
 
 	header, err := json.Marshal(remotingHeader{
-		Code: codeGetRouteInfo, Language: "GO", Version: 317, Opaque: routeOpaque.Add(1),
-		ExtFields: map[string]string{"topic": topic},
+		Code: code, Language: "GO", Version: 317, Opaque: routeOpaque.Add(1), ExtFields: ext,
 	})
 	if err != nil {
-		return nil, false, err
+		return 0, "", nil, err
 	}
-	frame := make([]byte, 8, 8+len(header))
-	binary.BigEndian.PutUint32(frame[0:4], uint32(4+len(header)))
+	frame := make([]byte, 8, 8+len(header)+len(body))
+	binary.BigEndian.PutUint32(frame[0:4], uint32(4+len(header)+len(body)))
 	binary.BigEndian.PutUint32(frame[4:8], uint32(len(header))) // serialize type 0 = JSON
 	frame = append(frame, header...)
+	frame = append(frame, body...)
 	if _, err := conn.Write(frame); err != nil {
-		return nil, false, err
+		return 0, "", nil, err
 	}
 
 	r := bufio.NewReader(conn)
 	var lengths [8]byte
 	if _, err := io.ReadFull(r, lengths[:]); err != nil {
-		return nil, false, err
+		return 0, "", nil, err
 	}
 	total := binary.BigEndian.Uint32(lengths[0:4])
 	headerLen := binary.BigEndian.Uint32(lengths[4:8]) & 0xFFFFFF
 	if total < 4+headerLen || total > 16<<20 {
-		return nil, false, fmt.Errorf("bad route response frame from %s", nameServer)
+		return 0, "", nil, fmt.Errorf("bad response frame from %s", addr)
 	}
 	rest := make([]byte, total-4)
 	if _, err := io.ReadFull(r, rest); err != nil {
-		return nil, false, err
+		return 0, "", nil, err
 	}
 	var resp remotingHeader
 	if err := json.Unmarshal(rest[:headerLen], &resp); err != nil {
-		return nil, false, fmt.Errorf("decode route response header from %s: %w", nameServer, err)
+		return 0, "", nil, fmt.Errorf("decode response header from %s: %w", addr, err)
 	}
-	switch resp.Code {
-	case 0:
-	case codeTopicNotExist:
-		return nil, false, nil
-	default:
-		return nil, false, fmt.Errorf("route query for %q answered code %d: %s", topic, resp.Code, resp.Remark)
-	}
-	body := rest[headerLen:]
-	return brokerMasters(body), queueDataPattern.Match(body), nil
+	return resp.Code, resp.Remark, rest[headerLen:], nil
 }
 
-var (
-	// The route body is fastjson output whose brokerAddrs map may have unquoted integer keys
-	// ({0:"host:port"}), which encoding/json rejects; the parts needed are simple to find.
-	brokerAddrsPattern = regexp.MustCompile(`"brokerAddrs":\{([^}]*)\}`)
-	masterAddrPattern  = regexp.MustCompile(`(?:^|,)\s*"?0"?\s*:\s*"([^"]+)"`)
-	queueDataPattern   = regexp.MustCompile(`"queueDatas":\[\s*\{`)
-)
+// routeInfo is the part of a topic route this package needs.
+type routeInfo struct {
+	// brokers maps broker names to master addresses.
+	brokers   map[string]string
+	hasQueues bool
+}
 
-func brokerMasters(body []byte) []string {
-	var out []string
-	for _, m := range brokerAddrsPattern.FindAllSubmatch(body, -1) {
-		if a := masterAddrPattern.FindSubmatch(m[1]); a != nil {
-			out = append(out, string(a[1]))
-		}
+func (r routeInfo) masterAddrs() []string {
+	out := make([]string, 0, len(r.brokers))
+	for _, a := range r.brokers {
+		out = append(out, a)
 	}
 	return out
 }
 
-// firstRoute tries every name server in turn.
-func firstRoute(ctx context.Context, nameServers []string, topic string) (brokers []string, exists bool, err error) {
-	for _, ns := range nameServers {
-		brokers, exists, err = topicRoute(ctx, ns, topic)
-		if err == nil {
-			return brokers, exists, nil
+// unquotedKey matches fastjson's integer map keys ({0:"host:port"}), which encoding/json rejects.
+var unquotedKey = regexp.MustCompile(`([{,])\s*(\d+)\s*:`)
+
+// topicRoute asks a name server for the route of topic. A topic the name server does not know is
+// not an error: the route is just empty.
+func topicRoute(ctx context.Context, nameServer, topic string) (routeInfo, error) {
+	code, remark, body, err := invoke(ctx, nameServer, codeGetRouteInfo, map[string]string{"topic": topic}, nil)
+	if err != nil {
+		return routeInfo{}, err
+	}
+	switch code {
+	case 0:
+	case codeTopicNotExist:
+		return routeInfo{}, nil
+	default:
+		return routeInfo{}, fmt.Errorf("route query for %q answered code %d: %s", topic, code, remark)
+	}
+	var data struct {
+		BrokerDatas []struct {
+			BrokerName  string            `json:"brokerName"`
+			BrokerAddrs map[string]string `json:"brokerAddrs"`
+		} `json:"brokerDatas"`
+		QueueDatas []json.RawMessage `json:"queueDatas"`
+	}
+	if err := json.Unmarshal(unquotedKey.ReplaceAll(body, []byte(`$1"$2":`)), &data); err != nil {
+		return routeInfo{}, fmt.Errorf("decode route of %q: %w", topic, err)
+	}
+	info := routeInfo{brokers: map[string]string{}, hasQueues: len(data.QueueDatas) > 0}
+	for _, b := range data.BrokerDatas {
+		if a := b.BrokerAddrs["0"]; a != "" {
+			info.brokers[b.BrokerName] = a
 		}
 	}
-	return nil, false, err
+	return info, nil
+}
+
+// firstRoute tries every name server in turn.
+func firstRoute(ctx context.Context, nameServers []string, topic string) (info routeInfo, err error) {
+	for _, ns := range nameServers {
+		info, err = topicRoute(ctx, ns, topic)
+		if err == nil {
+			return info, nil
+		}
+	}
+	return routeInfo{}, err
 }
 
 // topicCreator creates topics through the client's admin API. One admin client per Subscriber:
@@ -150,16 +174,17 @@ func (tc *topicCreator) fullName(topic string) string {
 // serialises calls.
 func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
 	full := tc.fullName(topic)
-	_, exists, err := firstRoute(ctx, tc.nameServers, full)
+	route, err := firstRoute(ctx, tc.nameServers, full)
 	if err != nil {
 		return fmt.Errorf("rocketmq: look up route of topic %q: %w", full, err)
 	}
-	if exists {
+	if route.hasQueues {
 		return nil
 	}
 	brokers := tc.brokers
 	if len(brokers) == 0 {
-		brokers, _, err = firstRoute(ctx, tc.nameServers, defaultTopic)
+		def, err := firstRoute(ctx, tc.nameServers, defaultTopic)
+		brokers = def.masterAddrs()
 		if err != nil {
 			return fmt.Errorf("rocketmq: find brokers through the route of %s: %w", defaultTopic, err)
 		}
@@ -192,8 +217,8 @@ func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
 	// The admin API ignores the broker's answer; the topic is only usable once the broker has
 	// registered it with the name server, so wait for the route.
 	for {
-		_, exists, err := firstRoute(ctx, tc.nameServers, full)
-		if err == nil && exists {
+		route, err := firstRoute(ctx, tc.nameServers, full)
+		if err == nil && route.hasQueues {
 			return nil
 		}
 		select {
