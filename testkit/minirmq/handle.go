@@ -136,5 +136,5 @@ func (s *Server) handle(c *conn, req *command) *command {
 	case reqGetAllSubscriptionGroup:
 		return s.handleSubscriptionGroups()
 	}
-	return errorf(codeRequestNotSupported, "request type %d not supported", req.Code)
+	return errorf(codeRequestNotSupported, " request type %d not supported", req.Code)
 }

@@ -280,3 +280,5 @@ func rawRequest(t *testing.T, addr string, req *rawCmd) *rawCmd {
 		}
 	}
 }
+
+func newMsg(topic, body string) *primitive.Message { return primitive.NewMessage(topic, []byte(body)) }

@@ -34,7 +34,7 @@ func (s *Server) handleRoute(req *command) *command {
 	defer s.mu.Unlock()
 	t, ok := s.store.topics[topic]
 	if !ok {
-		return errorf(codeTopicNotExist, "No topic route info in name server for the topic: %s", topic)
+		return errorf(codeTopicNotExist, "No topic route info in name server for the topic: %s"+faqSuffix, topic)
 	}
 	rd := routeData{
 		BrokerDatas:       []brokerData{s.brokerDataLocked()},

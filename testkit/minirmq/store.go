@@ -31,11 +31,11 @@ var topicPattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]+$`)
 func validateTopic(topic string) error {
 	switch {
 	case strings.TrimSpace(topic) == "":
-		return fmt.Errorf("the specified topic is blank")
+		return fmt.Errorf("The specified topic is blank")
 	case len(topic) > maxTopicLength:
-		return fmt.Errorf("the specified topic is longer than topic max length %d", maxTopicLength)
+		return fmt.Errorf("The specified topic is longer than topic max length %d", maxTopicLength)
 	case !topicPattern.MatchString(topic):
-		return fmt.Errorf("the specified topic[%s] contains illegal characters, allowing only ^[%%|a-zA-Z0-9_-]+$", topic)
+		return fmt.Errorf("The specified topic[%s] contains illegal characters, allowing only ^[%%|a-zA-Z0-9_-]+$", topic)
 	}
 	return nil
 }
