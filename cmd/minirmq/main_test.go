@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer lets the test read what the server prints while it runs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func clusterInfo(t *testing.T, addr string) int {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	require.NoError(t, err)
+	defer nc.Close()
+	h, _ := json.Marshal(map[string]any{"code": 106, "language": "GO", "version": 317, "opaque": 1, "flag": 0})
+	frame := binary.BigEndian.AppendUint32(nil, uint32(4+len(h)))
+	frame = binary.BigEndian.AppendUint32(frame, uint32(len(h)))
+	_, err = nc.Write(append(frame, h...))
+	require.NoError(t, err)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
+	r := bufio.NewReader(nc)
+	var lb [4]byte
+	_, err = io.ReadFull(r, lb[:])
+	require.NoError(t, err)
+	body := make([]byte, binary.BigEndian.Uint32(lb[:]))
+	_, err = io.ReadFull(r, body)
+	require.NoError(t, err)
+	var resp struct{ Code int }
+	require.NoError(t, json.Unmarshal(body[4:4+binary.BigEndian.Uint32(body[:4])&0xFFFFFF], &resp))
+	return resp.Code
+}
+
+func TestServesRestartsOnHUPAndStopsOnTERM(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+
+	var out syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(context.Background(), []string{"-listen", addr, "-advertise", "127.0.0.1:1"}, &out, io.Discard) }()
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "listening on "+addr) }, 5*time.Second, 10*time.Millisecond)
+	assert.Contains(t, out.String(), "broker address 127.0.0.1:1")
+	assert.Equal(t, 0, clusterInfo(t, addr))
+
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGHUP))
+	require.Eventually(t, func() bool { return strings.Contains(out.String(), "restarted") }, 5*time.Second, 10*time.Millisecond)
+	assert.Equal(t, 0, clusterInfo(t, addr), "serves again after a restart")
+
+	require.NoError(t, syscall.Kill(syscall.Getpid(), syscall.SIGTERM))
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("SIGTERM did not stop the server")
+	}
+	_, err = net.DialTimeout("tcp", addr, time.Second)
+	assert.Error(t, err, "stopped server must not accept connections")
+}
+
+func TestBadFlagsAreRejected(t *testing.T) {
+	for _, args := range [][]string{{"-queues", "0"}, {"-time-scale", "-1"}, {"-advertise", "nope"}, {"-listen", "256.1.1.1:1"}} {
+		err := run(context.Background(), args, io.Discard, io.Discard)
+		assert.Error(t, err, "args %v", args)
+	}
+}
