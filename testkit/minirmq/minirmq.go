@@ -164,7 +164,7 @@ func New(opts ...Option) (*Server, error) {
 	s.addr = ln.Addr().String()
 	adv := cfg.advertised
 	if adv == "" {
-		adv = s.addr
+		adv = defaultAdvertised(ln.Addr().(*net.TCPAddr))
 	}
 	if s.advertised, err = resolveAdvertised(adv); err != nil {
 		ln.Close()
@@ -175,6 +175,24 @@ func New(opts ...Option) (*Server, error) {
 	go s.transactionCheckLoop()
 	s.startAccepting(ln)
 	return s, nil
+}
+
+// defaultAdvertised is the listen address, or, when listening on all interfaces, this host's
+// first non-loopback IPv4 address, as the real broker picks brokerIP1.
+func defaultAdvertised(listen *net.TCPAddr) string {
+	if !listen.IP.IsUnspecified() {
+		return listen.String()
+	}
+	host := "127.0.0.1"
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok && !ipn.IP.IsLoopback() && ipn.IP.To4() != nil {
+				host = ipn.IP.String()
+				break
+			}
+		}
+	}
+	return net.JoinHostPort(host, strconv.Itoa(listen.Port))
 }
 
 func resolveAdvertised(hostport string) (*net.TCPAddr, error) {
