@@ -163,10 +163,12 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 	if _, dup := r.handlers[o.name]; dup {
 		return fmt.Errorf("router: a handler named %q is already registered (use WithName to register another handler for topic %q)", o.name, topic)
 	}
-	sub, err := r.subscriberFor(o.group, o.subscriber)
+	inner, err := r.subscriberFor(o.group, o.subscriber)
 	if err != nil {
 		return err
 	}
+	sub := &subscribeGuard{Subscriber: inner}
+	r.guards = append(r.guards, sub)
 
 	codec := o.codec
 	fn := func(msg *message.Message) ([]*message.Message, error) { return h(msg, codec) }
@@ -194,6 +196,9 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 		case <-r.wm.Running():
 			if err := r.wm.RunHandlers(r.runCtx); err != nil {
 				return fmt.Errorf("router: subscribing %q: %w", topic, err)
+			}
+			if err := sub.failure(); err != nil {
+				return err
 			}
 		default:
 		}

@@ -104,6 +104,7 @@ type Router struct {
 	subs        map[string]message.Subscriber // by group, created by NewSubscriber
 	handlers    map[string]Subscription       // by handler name
 	wmHandlers  []*message.Handler
+	guards      []*subscribeGuard
 	started     bool
 	closed      bool
 	runCtx      context.Context
@@ -194,7 +195,62 @@ func (r *Router) Run(ctx context.Context) error {
 	defer r.runCancel()
 
 	defer close(r.runDone)
-	return r.wm.Run(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.wm.Run(ctx) }()
+	select {
+	case <-r.wm.Running():
+	case err := <-runErr:
+		return err
+	}
+	// Subscription failures do not fail Watermill's Run here (see subscribeGuard): close the
+	// router, which stops the handlers that did subscribe, and report the failure.
+	if err := r.subscribeErrors(); err != nil {
+		closeErr := r.wm.Close()
+		return errors.Join(err, closeErr, <-runErr)
+	}
+	return <-runErr
+}
+
+func (r *Router) subscribeErrors() error {
+	r.mu.Lock()
+	guards := append([]*subscribeGuard(nil), r.guards...)
+	r.mu.Unlock()
+	var errs []error
+	for _, g := range guards {
+		if err := g.failure(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// subscribeGuard turns a failed Subscribe into a closed message channel, recording the error.
+// Watermill's Run, when a subscription fails, returns with handlers it counted but never
+// started, and its watcher goroutine then waits for them forever; with the guard every handler
+// starts (and the failed one ends at once), so the router closes cleanly.
+type subscribeGuard struct {
+	message.Subscriber
+	mu  sync.Mutex
+	err error
+}
+
+func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch, err := g.Subscriber.Subscribe(ctx, topic)
+	if err != nil {
+		g.mu.Lock()
+		g.err = fmt.Errorf("router: subscribing to topic %q: %w", topic, err)
+		g.mu.Unlock()
+		closed := make(chan *message.Message)
+		close(closed)
+		return closed, nil
+	}
+	return ch, nil
+}
+
+func (g *subscribeGuard) failure() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.err
 }
 
 // Running is closed once every handler registered before Run is subscribed.

@@ -475,3 +475,22 @@ func TestCodecByName(t *testing.T) {
 	require.NoError(t, router.JSON().Unmarshal(b, &i))
 	assert.Equal(t, int64(7), i.GetValue())
 }
+
+type failingSubscriber struct{ message.Subscriber }
+
+func (failingSubscriber) Subscribe(context.Context, string) (<-chan *message.Message, error) {
+	return nil, errors.New("topic not found")
+}
+
+func TestRunReportsSubscriptionFailures(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc})
+	require.NoError(t, err)
+	nop := func(context.Context, *order) error { return nil }
+	require.NoError(t, router.Subscribe(r, "good", nop))
+	require.NoError(t, router.Subscribe(r, "bad", nop, router.WithSubscriber(failingSubscriber{gc})))
+	err = r.Run(context.Background())
+	assert.ErrorContains(t, err, `subscribing to topic "bad": topic not found`)
+	require.NoError(t, r.Close())
+	// goleak (TestMain) checks that the handler that did subscribe stopped.
+}

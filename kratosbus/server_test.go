@@ -1,0 +1,215 @@
+package kratosbus_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
+	"github.com/apache/rocketmq-client-go/v2/rlog"
+	"github.com/go-kratos/kratos/v2/log"
+	"github.com/go-kratos/kratos/v2/metadata"
+	kmiddleware "github.com/go-kratos/kratos/v2/middleware"
+	kmetadata "github.com/go-kratos/kratos/v2/middleware/metadata"
+	"github.com/go-kratos/kratos/v2/middleware/recovery"
+	"github.com/go-kratos/kratos/v2/transport"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/rocketbus/rocketbus/kratosbus"
+	"github.com/rocketbus/rocketbus/router"
+)
+
+func TestMain(m *testing.M) {
+	rlog.SetLogLevel("error")
+	const client = "github.com/apache/rocketmq-client-go/v2/"
+	goleak.VerifyTestMain(m,
+		// rocketmq-client-go v2.1.2 leaves these behind after Shutdown; none is ours.
+		goleak.IgnoreAnyFunction(client+"primitive.WithRecover"),
+		goleak.IgnoreAnyFunction(client+"consumer.(*pushConsumer).pullMessage"),
+		goleak.IgnoreAnyFunction(client+"internal.(*rmqClient).RebalanceImmediately"),
+		goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
+		// kratos.App.Run subscribes to signals; os/signal's loop lives for the process.
+		goleak.IgnoreTopFunction("os/signal.signal_recv"),
+		goleak.IgnoreAnyFunction("os/signal.loop"),
+	)
+}
+
+type order struct {
+	ID    string `json:"id"`
+	Total int    `json:"total"`
+}
+
+func wait[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(20 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+		panic("unreachable")
+	}
+}
+
+var quiet = log.NewFilter(log.DefaultLogger, log.FilterLevel(log.LevelError))
+
+// goChannelBackend is an in-process backend; every group shares one GoChannel.
+func goChannelBackend(t *testing.T) (*gochannel.GoChannel, kratosbus.Option) {
+	t.Helper()
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	t.Cleanup(func() { _ = gc.Close() })
+	return gc, kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return keepOpen{gc}, nil })
+}
+
+// keepOpen lets the test's publisher outlive the server's subscribers on a shared GoChannel.
+type keepOpen struct{ message.Subscriber }
+
+func (keepOpen) Close() error { return nil }
+
+// startServer runs srv.Start like Kratos does and returns a stop function that returns Start's
+// result.
+func startServer(t *testing.T, srv *kratosbus.Server) func() error {
+	t.Helper()
+	started := make(chan error, 1)
+	go func() { started <- srv.Start(context.Background()) }()
+	select {
+	case <-srv.Router().Running():
+	case err := <-started:
+		t.Fatalf("Start returned early: %v", err)
+	}
+	var once sync.Once
+	var err error
+	stop := func() error {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err = errors.Join(srv.Stop(ctx), wait(t, started, "Start to return"))
+		})
+		return err
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func TestRegisterSubscriberRunsTheKratosChain(t *testing.T) {
+	gc, backend := goChannelBackend(t)
+	var kinds []transport.Kind
+	var mu sync.Mutex
+	spy := func(h kmiddleware.Handler) kmiddleware.Handler {
+		return func(ctx context.Context, req any) (any, error) {
+			tr, _ := transport.FromServerContext(ctx)
+			mu.Lock()
+			kinds = append(kinds, tr.Kind())
+			mu.Unlock()
+			return h(ctx, req)
+		}
+	}
+	srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet),
+		kratosbus.WithMiddleware(recovery.Recovery(), kmetadata.Server(), spy))
+	require.NoError(t, err)
+
+	type seen struct {
+		topic, group, operation string
+		headers                 kratosbus.Headers
+		tenant                  string
+		order                   order
+	}
+	got := make(chan seen, 1)
+	var panicked atomic.Bool
+	require.NoError(t, kratosbus.RegisterSubscriber(srv, "orders", "billing",
+		func(ctx context.Context, topic string, headers kratosbus.Headers, o *order) error {
+			if !panicked.Swap(true) {
+				panic("first delivery fails") // recovery turns it into an error: redelivered
+			}
+			tr, ok := kratosbus.FromServerContext(ctx)
+			require.True(t, ok)
+			md, _ := metadata.FromServerContext(ctx)
+			got <- seen{topic: topic, group: tr.Group(), operation: tr.Operation(), headers: headers,
+				tenant: md.Get("x-md-global-tenant"), order: *o}
+			return nil
+		}))
+	startServer(t, srv)
+
+	pub, err := kratosbus.NewPublisher(kratosbus.WithBackend(gc, nil), kratosbus.WithLogger(quiet))
+	require.NoError(t, err)
+	ctx := metadata.AppendToClientContext(context.Background(), "x-md-global-tenant", "acme")
+	require.NoError(t, pub.Publish(ctx, "orders", order{ID: "o-1", Total: 3}, kratosbus.WithTag("paid")))
+
+	s := wait(t, got, "the handler")
+	assert.Equal(t, "orders", s.topic)
+	assert.Equal(t, "billing", s.group)
+	assert.Equal(t, "orders", s.operation)
+	assert.Equal(t, order{ID: "o-1", Total: 3}, s.order)
+	assert.Equal(t, "acme", s.tenant, "Kratos metadata travels from the publisher's context")
+	assert.Equal(t, "paid", s.headers["rocketmq_tags"])
+	mu.Lock()
+	assert.Equal(t, []transport.Kind{kratosbus.KindRocketMQ, kratosbus.KindRocketMQ}, kinds)
+	mu.Unlock()
+	require.NoError(t, pub.Close())
+}
+
+func TestServerLifecycle(t *testing.T) {
+	t.Run("stop before start", func(t *testing.T) {
+		_, backend := goChannelBackend(t)
+		srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet))
+		require.NoError(t, err)
+		require.NoError(t, kratosbus.RegisterSubscriber(srv, "t", "g", func(context.Context, string, kratosbus.Headers, *order) error { return nil }))
+		require.NoError(t, srv.Stop(context.Background()))
+		require.NoError(t, srv.Start(context.Background()), "Start after Stop returns at once")
+		require.NoError(t, srv.Stop(context.Background()), "Stop is idempotent")
+	})
+
+	t.Run("start fails when a subscription fails", func(t *testing.T) {
+		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+		require.NoError(t, gc.Close()) // a closed GoChannel refuses subscriptions
+		srv, err := kratosbus.NewServer(kratosbus.WithLogger(quiet),
+			kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return gc, nil }))
+		require.NoError(t, err)
+		require.NoError(t, kratosbus.RegisterSubscriber(srv, "t", "g", func(context.Context, string, kratosbus.Headers, *order) error { return nil }))
+		err = srv.Start(context.Background())
+		assert.ErrorContains(t, err, `subscribing to topic "t"`)
+		require.NoError(t, srv.Stop(context.Background()))
+	})
+
+	t.Run("endpoint", func(t *testing.T) {
+		_, backend := goChannelBackend(t)
+		srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet))
+		require.NoError(t, err)
+		u, err := srv.Endpoint()
+		require.NoError(t, err)
+		assert.Equal(t, "watermill://local", u.String())
+		require.NoError(t, srv.Stop(context.Background()))
+	})
+}
+
+func TestServerRejectsBadInput(t *testing.T) {
+	_, err := kratosbus.NewServer()
+	assert.ErrorContains(t, err, "no backend")
+	_, backend := goChannelBackend(t)
+	_, err = kratosbus.NewServer(backend, kratosbus.WithCodec("toml"))
+	assert.ErrorContains(t, err, `unknown codec "toml"`)
+	_, err = kratosbus.NewServer(kratosbus.WithBackend(gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{}), nil))
+	assert.ErrorContains(t, err, "needs a subscriber factory")
+	_, err = kratosbus.NewServer(kratosbus.WithNameServer("no-port"), kratosbus.WithLogger(quiet))
+	assert.ErrorContains(t, err, "not host:port")
+
+	srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet), kratosbus.WithCodec("yaml"))
+	require.NoError(t, err, "codecs registered with Kratos are accepted")
+	nop := func(context.Context, string, kratosbus.Headers, *order) error { return nil }
+	require.NoError(t, kratosbus.RegisterSubscriber(srv, "a", "g", nop))
+	err = kratosbus.RegisterSubscriber(srv, "b", "g", nop)
+	assert.ErrorContains(t, err, `consumer group "g" already consumes topic "a"`)
+	err = kratosbus.RegisterSubscriber(srv, "a", "g", nop)
+	assert.ErrorContains(t, err, "already registered")
+	require.NoError(t, kratosbus.RegisterSubscriber(srv, "a", "g", nop, router.WithName("a-second")),
+		"a failed registration does not release the group of the first one")
+	assert.ErrorContains(t, kratosbus.RegisterSubscriber[order](srv, "c", "g2", nil), "nil handler")
+	assert.ErrorContains(t, kratosbus.RegisterSubscriber[order](nil, "c", "g2", nop), "nil server")
+	require.NoError(t, srv.Stop(context.Background()))
+}
