@@ -1,0 +1,202 @@
+package testkit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	wnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/pubsub/tests"
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+)
+
+// NATS returns the NATS JetStream backend (watermill-nats/v2) on an embedded nats-server with
+// JetStream enabled, started for this test on 127.0.0.1 at a random port with its store in a
+// temporary directory; it needs nothing installed. A topic is a stream of the same name with
+// one subject. Fan-out subscribers are ephemeral consumers, a group is a durable queue consumer
+// named after the group; both start at the stream's first message, so a new subscriber also
+// receives messages published before it subscribed.
+func NATS(tb testing.TB) Backend {
+	tb.Helper()
+	ns, err := server.NewServer(&server.Options{
+		ServerName: "testkit",
+		Host:       "127.0.0.1",
+		Port:       server.RANDOM_PORT,
+		JetStream:  true,
+		StoreDir:   tb.TempDir(),
+		NoLog:      true,
+		NoSigs:     true,
+	})
+	if err != nil {
+		tb.Fatalf("testkit: configuring embedded nats-server: %v", err)
+	}
+	ns.Start()
+	tb.Cleanup(func() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	if !ns.ReadyForConnections(30 * time.Second) {
+		tb.Fatal("testkit: embedded nats-server did not accept connections within 30s")
+	}
+	b := &natsBackend{url: ns.ClientURL()}
+	admin := b.connect(tb, "testkit-admin")
+	tb.Cleanup(admin.Close)
+	if b.js, err = admin.JetStream(); err != nil {
+		tb.Fatalf("testkit: JetStream context on embedded nats-server: %v", err)
+	}
+	return b
+}
+
+type natsBackend struct {
+	url     string
+	js      nats.JetStreamContext
+	streams sync.Map // topic -> struct{}: streams known to exist
+}
+
+func (b *natsBackend) Name() string { return "nats" }
+
+// Topic keeps to [A-Za-z0-9_-], which is valid both as a subject and as a stream name (stream
+// names forbid '.', '*', '>' and whitespace).
+func (b *natsBackend) Topic(tb testing.TB) string {
+	topic := newTopicName(tb, 127)
+	if err := b.ensureStream(topic); err != nil {
+		tb.Fatal(err)
+	}
+	return topic
+}
+
+// ensureStream creates the topic's stream once: JetStream rejects a publish to a subject no
+// stream captures, and creating it on every publish would cost a round trip each time.
+func (b *natsBackend) ensureStream(topic string) error {
+	if _, ok := b.streams.Load(topic); ok {
+		return nil
+	}
+	_, err := b.js.StreamInfo(topic)
+	if errors.Is(err, nats.ErrStreamNotFound) {
+		_, err = b.js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
+		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+			err = nil // created concurrently
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("testkit: creating JetStream stream %q: %w", topic, err)
+	}
+	b.streams.Store(topic, struct{}{})
+	return nil
+}
+
+// connect opens a client connection whose full shutdown the test waits for: nats.Conn closes
+// asynchronously (Drain returns at once), and goleak would otherwise catch its goroutines.
+func (b *natsBackend) connect(tb testing.TB, name string) *nats.Conn {
+	tb.Helper()
+	closed := make(chan struct{})
+	conn, err := nats.Connect(b.url, nats.Name(name), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	if err != nil {
+		tb.Fatalf("testkit: connecting to embedded nats-server at %s: %v", b.url, err)
+	}
+	tb.Cleanup(func() {
+		select {
+		case <-closed:
+		case <-time.After(30 * time.Second):
+			tb.Errorf("testkit: NATS connection %s still open 30s after its client was closed", name)
+		}
+	})
+	return conn
+}
+
+func (b *natsBackend) jetStreamConfig(durable string) wnats.JetStreamConfig {
+	return wnats.JetStreamConfig{
+		SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit()},
+		// Acks go out without waiting for the server's confirmation, as RocketMQ's offset
+		// commits do; a lost ack means a redelivery, never a lost message.
+		AckAsync:      true,
+		DurablePrefix: durable,
+	}
+}
+
+func (b *natsBackend) Publisher(tb testing.TB) message.Publisher {
+	tb.Helper()
+	conn := b.connect(tb, "testkit-pub")
+	pub, err := wnats.NewPublisherWithNatsConn(conn, wnats.PublisherPublishConfig{
+		Marshaler:         &wnats.NATSMarshaler{},
+		SubjectCalculator: wnats.DefaultSubjectCalculator,
+		JetStream:         b.jetStreamConfig(""),
+	}, logger())
+	if err != nil {
+		conn.Close()
+		tb.Fatalf("testkit: NATS publisher: %v", err)
+	}
+	p := &natsPublisher{Publisher: pub, b: b}
+	closeOnCleanup(tb, "NATS publisher", p)
+	return p
+}
+
+func (b *natsBackend) Subscriber(tb testing.TB) message.Subscriber {
+	return b.newSubscriber(tb, "")
+}
+
+func (b *natsBackend) GroupSubscriber(tb testing.TB, group string) message.Subscriber {
+	if group == "" {
+		tb.Fatal("testkit: GroupSubscriber needs a group name")
+	}
+	return b.newSubscriber(tb, sanitizeName(group))
+}
+
+func (b *natsBackend) newSubscriber(tb testing.TB, group string) message.Subscriber {
+	tb.Helper()
+	conn := b.connect(tb, "testkit-sub")
+	sub, err := wnats.NewSubscriberWithNatsConn(conn, wnats.SubscriberSubscriptionConfig{
+		Unmarshaler:       &wnats.NATSMarshaler{},
+		SubjectCalculator: wnats.DefaultSubjectCalculator,
+		QueueGroupPrefix:  group,
+		JetStream:         b.jetStreamConfig(group),
+	}, logger())
+	if err != nil {
+		conn.Close()
+		tb.Fatalf("testkit: NATS subscriber: %v", err)
+	}
+	s := &natsSubscriber{Subscriber: sub, b: b}
+	closeOnCleanup(tb, "NATS subscriber", s)
+	return s
+}
+
+func (b *natsBackend) Features() tests.Features {
+	return tests.Features{
+		ConsumerGroups:                      true,
+		GuaranteedOrder:                     true,
+		GuaranteedOrderWithSingleSubscriber: true,
+		Persistent:                          true,
+		NewSubscriberReceivesOldMessages:    true,
+	}
+}
+
+// natsPublisher and natsSubscriber create a topic's stream before first use, so any topic
+// works, not only those from Topic.
+type natsPublisher struct {
+	*wnats.Publisher
+	b *natsBackend
+}
+
+func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.b.ensureStream(topic); err != nil {
+		return err
+	}
+	return p.Publisher.Publish(topic, msgs...)
+}
+
+type natsSubscriber struct {
+	*wnats.Subscriber
+	b *natsBackend
+}
+
+func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	if err := s.b.ensureStream(topic); err != nil {
+		return nil, err
+	}
+	return s.Subscriber.Subscribe(ctx, topic)
+}

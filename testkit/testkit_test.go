@@ -1,0 +1,236 @@
+package testkit_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.uber.org/goleak"
+
+	"github.com/rocketbus/rocketbus/testkit"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, rocketMQClientGoroutines()...)
+}
+
+// rocketMQClientGoroutines lists goroutines rocketmq-client-go v2.1.2 leaves running for a
+// while after Shutdown, longer than goleak waits: statistics samplers that sleep up to a minute
+// before they look at their stop channel, pulls that wait out their 20s long poll, sleeps
+// between pulls and rebalances, and the go-cache janitor of its route cache. All of them run
+// under primitive.WithRecover and none belongs to testkit. Every other backend is checked
+// without exceptions: the embedded nats-server and every client connection are shut down in
+// Cleanup.
+func rocketMQClientGoroutines() []goleak.Option {
+	const client = "github.com/apache/rocketmq-client-go/v2/"
+	return []goleak.Option{
+		goleak.IgnoreAnyFunction(client + "primitive.WithRecover"),
+		goleak.IgnoreAnyFunction(client + "consumer.(*pushConsumer).pullMessage"),
+		goleak.IgnoreAnyFunction(client + "internal.(*rmqClient).RebalanceImmediately"),
+		goleak.IgnoreTopFunction("github.com/patrickmn/go-cache.(*janitor).Run"),
+	}
+}
+
+const (
+	testMessages = 50
+	// deliveryTimeout bounds every wait for messages. It is generous because a RocketMQ push
+	// consumer only starts pulling after its first rebalance.
+	deliveryTimeout = 90 * time.Second
+)
+
+// TestPublishSubscribe checks the delivery contract Backend documents, on every backend.
+func TestPublishSubscribe(t *testing.T) {
+	testkit.Each(t, func(t *testing.T, b testkit.Backend) {
+		t.Run("fan-out", func(t *testing.T) {
+			topic := b.Topic(t)
+			first := subscribe(t, b.Subscriber(t), topic)
+			second := subscribe(t, b.Subscriber(t), topic)
+
+			sent := publish(t, b.Publisher(t), topic, testMessages)
+
+			// Each subscriber has to see every message by itself.
+			var wg sync.WaitGroup
+			for name, msgs := range map[string]<-chan *message.Message{"first": first, "second": second} {
+				wg.Go(func() {
+					got := newTally(sent)
+					got.collect(t, name, msgs)
+					if missing := got.missing(); len(missing) > 0 {
+						t.Errorf("%s subscriber is missing %d of %d messages", name, len(missing), len(sent))
+					}
+				})
+			}
+			wg.Wait()
+		})
+
+		t.Run("consumer groups", func(t *testing.T) {
+			topic := b.Topic(t)
+			memberA := subscribe(t, b.GroupSubscriber(t, "shared"), topic)
+			memberB := subscribe(t, b.GroupSubscriber(t, "shared"), topic)
+			other := subscribe(t, b.GroupSubscriber(t, "other"), topic)
+
+			sent := publish(t, b.Publisher(t), topic, testMessages)
+
+			var wg sync.WaitGroup
+			shared := newTally(sent)
+			wg.Go(func() { shared.collect(t, "group members", memberA, memberB) })
+			otherGroup := newTally(sent)
+			wg.Go(func() { otherGroup.collect(t, "other group", other) })
+			wg.Wait()
+
+			if missing := shared.missing(); len(missing) > 0 {
+				t.Errorf("group members together are missing %d of %d messages", len(missing), len(sent))
+			}
+			if missing := otherGroup.missing(); len(missing) > 0 {
+				t.Errorf("a second group is missing %d of %d messages: groups must not share messages", len(missing), len(sent))
+			}
+
+			// Members compete: had both been handed every message (fan-out inside the group),
+			// the second copies would arrive right after the first ones. Wait a little for
+			// such copies; a few duplicates are allowed (at-least-once, e.g. a RocketMQ
+			// rebalance), a copy of every message is not.
+			shared.drain(t, time.Second, memberA, memberB)
+			if total := shared.deliveries(); total >= 2*len(sent) {
+				t.Errorf("group members received %d deliveries for %d messages: every message went to both members instead of one", total, len(sent))
+			}
+		})
+	})
+}
+
+// subscribe subscribes with a context that ends with the test.
+func subscribe(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
+	t.Helper()
+	msgs, err := sub.Subscribe(t.Context(), topic)
+	if err != nil {
+		t.Fatalf("subscribe to %s: %v", topic, err)
+	}
+	return msgs
+}
+
+// publish sends n messages one Publish call at a time and returns their payloads by UUID.
+func publish(t testing.TB, pub message.Publisher, topic string, n int) map[string]string {
+	t.Helper()
+	sent := map[string]string{}
+	for i := range n {
+		msg := message.NewMessage(watermill.NewUUID(), fmt.Appendf(nil, "message %d of %s", i, topic))
+		msg.Metadata.Set("index", fmt.Sprint(i))
+		if err := pub.Publish(topic, msg); err != nil {
+			t.Fatalf("publish message %d to %s: %v", i, topic, err)
+		}
+		sent[msg.UUID] = string(msg.Payload)
+	}
+	return sent
+}
+
+// tally counts deliveries of the messages a test sent and checks their content.
+type tally struct {
+	sent map[string]string
+
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func newTally(sent map[string]string) *tally {
+	return &tally{sent: sent, count: map[string]int{}}
+}
+
+// record acks msg and counts it; it reports whether every sent message has now arrived.
+func (g *tally) record(t testing.TB, who string, msg *message.Message) bool {
+	msg.Ack()
+	want, ok := g.sent[msg.UUID]
+	if !ok {
+		t.Errorf("%s received message %s that this test did not publish (payload %q)", who, msg.UUID, msg.Payload)
+	} else if string(msg.Payload) != want {
+		t.Errorf("%s received message %s with payload %q, published %q", who, msg.UUID, msg.Payload, want)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.count[msg.UUID]++
+	return g.allSeenLocked()
+}
+
+func (g *tally) complete() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.allSeenLocked()
+}
+
+func (g *tally) allSeenLocked() bool {
+	for id := range g.sent {
+		if g.count[id] == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// collect reads the channels until every sent message arrived or deliveryTimeout passed.
+func (g *tally) collect(t testing.TB, who string, chans ...<-chan *message.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), deliveryTimeout)
+	defer cancel()
+	g.read(t, ctx, who, true, chans...)
+	if ctx.Err() != nil {
+		t.Errorf("%s: gave up waiting after %v", who, deliveryTimeout)
+	}
+}
+
+// drain reads and counts whatever else arrives within d.
+func (g *tally) drain(t testing.TB, d time.Duration, chans ...<-chan *message.Message) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	g.read(t, ctx, "drain", false, chans...)
+}
+
+func (g *tally) read(t testing.TB, ctx context.Context, who string, untilComplete bool, chans ...<-chan *message.Message) {
+	if untilComplete && g.complete() {
+		return
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, ch := range chans {
+		wg.Go(func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case msg, ok := <-ch:
+					if !ok {
+						t.Errorf("%s: subscription closed while messages were expected", who)
+						return
+					}
+					if g.record(t, who, msg) && untilComplete {
+						cancel()
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func (g *tally) missing() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var ids []string
+	for id := range g.sent {
+		if g.count[id] == 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (g *tally) deliveries() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	total := 0
+	for _, n := range g.count {
+		total += n
+	}
+	return total
+}
