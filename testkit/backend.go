@@ -1,7 +1,9 @@
 package testkit
 
 import (
+	"context"
 	"crypto/rand"
+	"errors"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -170,7 +172,24 @@ func logger() watermill.LoggerAdapter {
 	if os.Getenv("TESTKIT_LOG") == "debug" {
 		level = watermill.LevelTrace
 	}
-	return watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	return shutdownQuiet{watermill.NewSlogLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))}
+}
+
+// shutdownQuiet drops errors that only say a context was cancelled: the adapters (Redis and
+// SQL subscribers among them) log those as errors while they are being closed, which is how
+// every test ends.
+type shutdownQuiet struct{ watermill.LoggerAdapter }
+
+func (l shutdownQuiet) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, context.Canceled) {
+		l.LoggerAdapter.Debug(msg+": "+err.Error(), fields)
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l shutdownQuiet) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return shutdownQuiet{l.LoggerAdapter.With(fields)}
 }
 
 // closeOnCleanup closes c when the test ends and reports a failing Close, so leaks and broken
