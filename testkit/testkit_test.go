@@ -100,6 +100,34 @@ func TestPublishSubscribe(t *testing.T) {
 	})
 }
 
+// TestLateSubscribers checks what Features promises about messages published before a
+// subscriber existed, on the backends that promise to keep them.
+func TestLateSubscribers(t *testing.T) {
+	testkit.Each(t, func(t *testing.T, b testkit.Backend) {
+		if !b.Features().NewSubscriberReceivesOldMessages {
+			t.Skipf("%s does not keep messages for subscribers that come later", b.Name())
+		}
+		topic := b.Topic(t)
+		sent := publish(t, b.Publisher(t), topic, testMessages)
+
+		var wg sync.WaitGroup
+		for name, sub := range map[string]message.Subscriber{
+			"late fan-out subscriber": b.Subscriber(t),
+			"late group":              b.GroupSubscriber(t, "late"),
+		} {
+			msgs := subscribe(t, sub, topic)
+			wg.Go(func() {
+				got := newTally(sent)
+				got.collect(t, name, msgs)
+				if missing := got.missing(); len(missing) > 0 {
+					t.Errorf("%s is missing %d of %d messages published before it subscribed", name, len(missing), len(sent))
+				}
+			})
+		}
+		wg.Wait()
+	})
+}
+
 // subscribe subscribes with a context that ends with the test.
 func subscribe(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
 	t.Helper()
