@@ -1,0 +1,5 @@
+//go:build !race
+
+package kratosbus_test
+
+const raceEnabled = false
