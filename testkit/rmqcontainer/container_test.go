@@ -1,0 +1,210 @@
+package rmqcontainer
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/apache/rocketmq-client-go/v2"
+	"github.com/apache/rocketmq-client-go/v2/admin"
+	"github.com/apache/rocketmq-client-go/v2/consumer"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
+	"github.com/apache/rocketmq-client-go/v2/producer"
+	"github.com/google/uuid"
+	"github.com/moby/moby/client"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/testcontainers/testcontainers-go"
+)
+
+// TestRunFromDockerfile builds cmd/minirmq from a context in a temporary directory, runs it and
+// proves that a client outside Docker gets a usable broker address: the port mapping, the
+// advertised-address update and the wait strategy together.
+func TestRunFromDockerfile(t *testing.T) {
+	RequireDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	require.NoError(t, MinirmqContext(ctx, dir))
+
+	c, err := Run(ctx, "", WithDockerfile(dir, ""), WithCustomizers(testLogger(t)))
+	require.NoError(t, err)
+	terminated := false
+	t.Cleanup(func() {
+		if !terminated {
+			assert.NoError(t, c.Terminate(context.Background()))
+		}
+	})
+	assert.Equal(t, LayoutSinglePort, c.Layout(), "a FROM-scratch image exposing only 9876 is single-port")
+
+	ns, err := c.NameServer(ctx)
+	require.NoError(t, err)
+	mapped, err := c.MappedPort(ctx, "9876/tcp")
+	require.NoError(t, err)
+	host, port, err := net.SplitHostPort(ns)
+	require.NoError(t, err)
+	assert.Equal(t, mapped.Port(), port, "name server address must use the host side of the mapping")
+	assert.NotEqual(t, "9876", port, "Docker picks a free host port")
+	assert.Equal(t, "127.0.0.1", host, "the engine runs on this machine, so ports bind to loopback")
+	broker, err := c.BrokerAddr(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, ns, broker, "single-port: broker and name server share the port")
+
+	topic := "rmqc_" + strings.ReplaceAll(uuid.NewString(), "-", "")
+	createTopic(t, ns, broker, topic)
+	route, err := topicRoute(ctx, ns, topic)
+	require.NoError(t, err)
+	assert.Contains(t, route, `"`+broker+`"`, "the route must advertise the host-side address")
+	inspect, err := c.Inspect(ctx)
+	require.NoError(t, err)
+	for _, nw := range inspect.NetworkSettings.Networks {
+		if nw.IPAddress.IsValid() {
+			assert.NotContains(t, route, nw.IPAddress.String(), "the route must not carry the container's internal IP")
+		}
+	}
+
+	sendAndReceive(t, ns, topic)
+
+	id := c.GetContainerID()
+	image := c.builtImage
+	require.NotEmpty(t, image)
+	require.NoError(t, c.Terminate(ctx))
+	terminated = true
+	assert.NoError(t, c.Terminate(ctx), "a second Terminate is a no-op")
+	assertNoContainers(t, id)
+	cli := dockerClient(t)
+	_, err = cli.ImageInspect(ctx, image)
+	assert.Error(t, err, "the image built for the run must be removed by Terminate")
+}
+
+// TestRunTestMinirmqImage runs the cached minirmq image by name (layout detected by
+// inspection) and checks that broker config reaches a single-port broker at runtime.
+func TestRunTestMinirmqImage(t *testing.T) {
+	var id string
+	t.Run("run", func(t *testing.T) {
+		c := RunTest(t, "", WithBrokerConfig(map[string]string{"rocketbusProbe": "42"}), WithCustomizers(testLogger(t)))
+		id = c.GetContainerID()
+		assert.Equal(t, LayoutSinglePort, c.Layout())
+		broker, err := c.BrokerAddr(context.Background())
+		require.NoError(t, err)
+		resp, err := invoke(context.Background(), broker, 26, nil, nil) // GET_BROKER_CONFIG
+		require.NoError(t, err)
+		require.Equal(t, 0, resp.Code, resp.Remark)
+		assert.Contains(t, string(resp.Body), "rocketbusProbe=42\n")
+		assert.Contains(t, string(resp.Body), "listenPort="+portOf(t, broker)+"\n")
+	})
+	// The subtest's cleanup has run: its container must be gone.
+	require.NotEmpty(t, id)
+	assertNoContainers(t, id)
+}
+
+// TestRunFailsFast checks that a container that exits is reported at once and removed.
+func TestRunFailsFast(t *testing.T) {
+	RequireDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	image, err := MinirmqImage(ctx)
+	require.NoError(t, err)
+	// minirmq rejects a non-positive queue count and exits 1. The startup timeout outlasts ctx:
+	// only the exit check can end the wait with an error naming the exit code.
+	_, err = Run(ctx, image, WithCustomizers(testcontainers.WithCmdArgs("-queues", "0"), testLogger(t)),
+		WithStartupTimeout(time.Hour))
+	require.Error(t, err)
+	t.Log(err)
+	assert.Contains(t, err.Error(), "exit code 1")
+	assertNoContainers(t, "")
+}
+
+func portOf(t *testing.T, hostport string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(hostport)
+	require.NoError(t, err)
+	return p
+}
+
+func testLogger(t *testing.T) testcontainers.ContainerCustomizer {
+	return testcontainers.WithLogger(tcTestLogger{t})
+}
+
+// tcTestLogger sends testcontainers' progress lines to the test log instead of stderr.
+type tcTestLogger struct{ t *testing.T }
+
+func (l tcTestLogger) Printf(format string, v ...any) { l.t.Logf(format, v...) }
+
+func dockerClient(t *testing.T) client.APIClient {
+	t.Helper()
+	p, err := testcontainers.NewDockerProvider()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	return p.Client()
+}
+
+// assertNoContainers fails when a container this package labelled is still there (any state);
+// id narrows the check to one container.
+func assertNoContainers(t *testing.T, id string) {
+	t.Helper()
+	f := make(client.Filters).Add("label", Label)
+	if id != "" {
+		f = f.Add("id", id)
+	}
+	list, err := dockerClient(t).ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
+	require.NoError(t, err)
+	for _, c := range list.Items {
+		t.Errorf("container %s (%s) left behind", c.ID, c.Image)
+	}
+}
+
+func createTopic(t *testing.T, nameServer, broker, topic string) {
+	t.Helper()
+	adm, err := admin.NewAdmin(admin.WithResolver(primitive.NewPassthroughResolver([]string{nameServer})))
+	require.NoError(t, err)
+	defer adm.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, adm.CreateTopic(ctx, admin.WithTopicCreate(topic), admin.WithBrokerAddrCreate(broker),
+		admin.WithReadQueueNums(2), admin.WithWriteQueueNums(2)))
+}
+
+// sendAndReceive proves an unmodified client works through the mapping: the producer and the
+// consumer find the broker only through the name server's route.
+func sendAndReceive(t *testing.T, nameServer, topic string) {
+	t.Helper()
+	p, err := rocketmq.NewProducer(producer.WithNameServer([]string{nameServer}),
+		producer.WithGroupName("PG_"+topic), producer.WithInstanceName("p_"+topic), producer.WithRetry(2))
+	require.NoError(t, err)
+	require.NoError(t, p.Start())
+	defer func() { _ = p.Shutdown() }()
+	body := fmt.Sprintf("hello through the mapping %s", uuid.NewString())
+	res, err := p.SendSync(context.Background(), primitive.NewMessage(topic, []byte(body)))
+	require.NoError(t, err)
+	require.Equal(t, primitive.SendOK, res.Status)
+
+	var mu sync.Mutex
+	var got []string
+	c, err := rocketmq.NewPushConsumer(consumer.WithNameServer([]string{nameServer}),
+		consumer.WithGroupName("CG_"+topic), consumer.WithInstance("c_"+topic),
+		consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset))
+	require.NoError(t, err)
+	require.NoError(t, c.Subscribe(topic, consumer.MessageSelector{}, func(_ context.Context, ms ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range ms {
+			got = append(got, string(m.Body))
+		}
+		return consumer.ConsumeSuccess, nil
+	}))
+	require.NoError(t, c.Start())
+	defer func() { _ = c.Shutdown() }()
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0
+	}, 30*time.Second, 20*time.Millisecond, "the consumer received nothing")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, []string{body}, got)
+}
