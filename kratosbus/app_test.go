@@ -117,7 +117,8 @@ func TestKratosApp(t *testing.T) {
 
 	bus, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet),
 		kratosbus.WithTracerProvider(tp), kratosbus.WithPropagator(prop),
-		kratosbus.WithMiddleware(recovery.Recovery(), logging.Server(quiet)))
+		kratosbus.WithMiddleware(recovery.Recovery(), logging.Server(quiet),
+			tracing.Server(tracing.WithTracerProvider(tp), tracing.WithPropagator(prop))))
 	require.NoError(t, err)
 	require.NoError(t, kratosbus.RegisterSubscriber(bus, "orders", "order-store",
 		func(ctx context.Context, topic string, headers kratosbus.Headers, o *order) error {
@@ -152,13 +153,15 @@ func TestKratosApp(t *testing.T) {
 	require.NoError(t, wait(t, appErr, "app.Run to return"))
 
 	// One trace: HTTP server span -> producer span -> consumer span.
+	// Kratos' own tracing middleware, in the bus server's chain, adds a span named after the
+	// topic (the Transport's operation) to the same trace.
 	var names []string
 	for _, s := range rec.Ended() {
 		if s.SpanContext().TraceID().String() == body.TraceID {
 			names = append(names, s.Name())
 		}
 	}
-	assert.Subset(t, names, []string{"/orders", "send orders", "process orders"})
+	assert.Subset(t, names, []string{"/orders", "send orders", "process orders", "orders"})
 }
 
 // ackTracker records which delivered messages were acked, as the broker would see it.

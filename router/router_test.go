@@ -494,3 +494,33 @@ func TestRunReportsSubscriptionFailures(t *testing.T) {
 	require.NoError(t, r.Close())
 	// goleak (TestMain) checks that the handler that did subscribe stopped.
 }
+
+func TestWatermillTimeoutAppliesToHandlers(t *testing.T) {
+	// The router detaches handler contexts from the subscription (for draining); middleware
+	// that derives a context from the message, like Watermill's Timeout, still bounds them.
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{
+		Subscriber: gc,
+		Middleware: []message.HandlerMiddleware{
+			func(h message.HandlerFunc) message.HandlerFunc {
+				return func(msg *message.Message) ([]*message.Message, error) {
+					_, _ = h(msg)
+					return nil, nil // ack, the test only looks at the handler's context
+				}
+			},
+			wmmiddleware.Timeout(time.Millisecond),
+		},
+	})
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	require.NoError(t, router.Subscribe(r, "slow", func(ctx context.Context, o *order) error {
+		<-ctx.Done()
+		got <- ctx.Err()
+		return ctx.Err()
+	}))
+	start(t, r)
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "slow", order{ID: "t"}))
+	assert.ErrorIs(t, wait(t, got, "the timeout"), context.DeadlineExceeded)
+}
