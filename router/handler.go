@@ -155,23 +155,34 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 		}
 	}
 
+	// The handler's own middleware wraps the handler function directly rather than through
+	// Watermill's handler-level middleware, which a running router may snapshot before it is
+	// added. A decode error reaches the poison queue before any retry middleware sees it.
+	codec := o.codec
+	fn := message.HandlerFunc(func(msg *message.Message) ([]*message.Message, error) { return h(msg, codec) })
+	for i := len(o.middleware) - 1; i >= 0; i-- {
+		fn = o.middleware[i](fn)
+	}
+	fn = r.poisonMiddleware()(fn)
+
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.closed {
+		r.mu.Unlock()
 		return ErrClosed
 	}
 	if _, dup := r.handlers[o.name]; dup {
+		r.mu.Unlock()
 		return fmt.Errorf("router: a handler named %q is already registered (use WithName to register another handler for topic %q)", o.name, topic)
 	}
 	inner, err := r.subscriberFor(o.group, o.subscriber)
 	if err != nil {
+		r.mu.Unlock()
 		return err
 	}
 	sub := &subscribeGuard{Subscriber: inner}
 	r.guards = append(r.guards, sub)
-
-	codec := o.codec
-	fn := func(msg *message.Message) ([]*message.Message, error) { return h(msg, codec) }
+	// Registered before Watermill knows the handler, so its first message finds it.
+	r.handlers[o.name] = Subscription{Handler: o.name, Topic: topic, Group: o.group, PublishTopic: publishTopic}
 	var wh *message.Handler
 	if publishTopic == "" {
 		wh = r.wm.AddConsumerHandler(o.name, topic, sub, func(msg *message.Message) error {
@@ -181,29 +192,29 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 	} else {
 		wh = r.wm.AddHandler(o.name, topic, sub, publishTopic, noClosePublisher{r.cfg.Publisher}, fn)
 	}
-	r.handlers[o.name] = Subscription{Handler: o.name, Topic: topic, Group: o.group, PublishTopic: publishTopic}
 	r.wmHandlers = append(r.wmHandlers, wh)
+	started, runCtx := r.started, r.runCtx
+	r.mu.Unlock()
 
-	// Innermost of the handler's middleware chain... except for o.middleware: a decode error
-	// reaches the poison queue before any retry middleware sees it.
-	wh.AddMiddleware(r.poisonMiddleware())
-	wh.AddMiddleware(o.middleware...)
-
-	if r.started {
-		// Handlers added to a running router are subscribed here; before Running, Run's own
-		// RunHandlers picks them up.
-		select {
-		case <-r.wm.Running():
-			if err := r.wm.RunHandlers(r.runCtx); err != nil {
-				return fmt.Errorf("router: subscribing %q: %w", topic, err)
-			}
-			if err := sub.failure(); err != nil {
-				return err
-			}
-		default:
-		}
+	if !started {
+		return nil
 	}
-	return nil
+	// A running router does not subscribe handlers added after its Run did; wait until Run
+	// subscribed the others (RunHandlers is not safe before), then subscribe this one. Outside
+	// r.mu: subscribing can take a while, and messages of other handlers need the lock.
+	select {
+	case <-r.wm.Running():
+	case <-r.runDone:
+	}
+	select {
+	case <-r.runDone:
+		return ErrClosed
+	default:
+	}
+	if err := r.wm.RunHandlers(runCtx); err != nil {
+		return fmt.Errorf("router: subscribing %q: %w", topic, err)
+	}
+	return sub.failure()
 }
 
 func (r *Router) poisonMiddleware() message.HandlerMiddleware {

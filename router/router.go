@@ -161,8 +161,9 @@ func (r *Router) Codec() Codec { return r.cfg.Codec }
 // Logger returns the router's logger.
 func (r *Router) Logger() watermill.LoggerAdapter { return r.cfg.Logger }
 
-// AddMiddleware adds middleware to every handler. Middleware added after handlers were
-// registered runs inside their handler-level middleware.
+// AddMiddleware adds middleware to every handler, inside the router-wide middleware added
+// before it and outside each handler's own (WithMiddleware). Handlers that are already running
+// keep the chain they started with, as in Watermill.
 func (r *Router) AddMiddleware(m ...message.HandlerMiddleware) error {
 	for i, mw := range m {
 		if mw == nil {
