@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"net"
@@ -16,17 +17,18 @@ import (
 
 	"github.com/rocketbus/rocketbus/rocketmq"
 	"github.com/rocketbus/rocketbus/testkit/minirmq"
+	"github.com/rocketbus/rocketbus/testkit/rmqcontainer"
 )
 
 // EnvRocketMQMode picks where RocketMQ comes from: "minirmq" (in process), "container"
-// (testkit/rmqcontainer) or "external" ($ROCKETMQ_NAMESRV). Unset means external when
-// ROCKETMQ_NAMESRV is set, minirmq otherwise.
+// (testkit/rmqcontainer, image from EnvRocketMQImage) or "external" ($ROCKETMQ_NAMESRV). Unset
+// means external when ROCKETMQ_NAMESRV is set, minirmq otherwise.
 const EnvRocketMQMode = "ROCKETMQ_TESTKIT"
 
-// startRocketMQContainer starts a RocketMQ container for the test and returns its name server
-// address. It is set by the file that links testkit/rmqcontainer; nil means that module is not
-// part of this build.
-var startRocketMQContainer func(tb testing.TB) string
+// EnvRocketMQImage is the image the container mode runs, for example apache/rocketmq:4.9.4;
+// unset means cmd/minirmq built into a local image (nothing is pulled). Where testcontainers'
+// reaper image cannot be pulled, also set TESTCONTAINERS_RYUK_DISABLED=true.
+const EnvRocketMQImage = "ROCKETMQ_IMAGE"
 
 var quietClientLog sync.Once
 
@@ -81,10 +83,16 @@ func rocketMQNameServers(tb testing.TB) []string {
 	case "minirmq":
 		return []string{minirmq.Run(tb).Addr()}
 	case "container":
-		if startRocketMQContainer == nil {
-			tb.Fatalf("testkit: %s=container needs testkit/rmqcontainer, which this build does not include", EnvRocketMQMode)
+		// RunTest skips without a Docker engine (fails with CI=true) and terminates the
+		// container in Cleanup.
+		c := rmqcontainer.RunTest(tb, os.Getenv(EnvRocketMQImage))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		addr, err := c.NameServer(ctx)
+		if err != nil {
+			tb.Fatalf("testkit: name server address of the RocketMQ container: %v", err)
 		}
-		return []string{startRocketMQContainer(tb)}
+		return []string{addr}
 	case "external":
 		env := os.Getenv(minirmq.EnvNameServer)
 		if env == "" {
