@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/log"
 )
 
 // TestRunFromDockerfile builds cmd/minirmq from a context in a temporary directory, runs it and
@@ -31,7 +32,7 @@ func TestRunFromDockerfile(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, MinirmqContext(ctx, dir))
 
-	c, err := Run(ctx, "", WithDockerfile(dir, ""), WithCustomizers(testLogger(t)))
+	c, err := Run(ctx, "", WithDockerfile(dir, ""), WithLogger(log.TestLogger(t)))
 	require.NoError(t, err)
 	terminated := false
 	t.Cleanup(func() {
@@ -86,7 +87,7 @@ func TestRunFromDockerfile(t *testing.T) {
 func TestRunTestMinirmqImage(t *testing.T) {
 	var id string
 	t.Run("run", func(t *testing.T) {
-		c := RunTest(t, "", WithBrokerConfig(map[string]string{"rocketbusProbe": "42"}), WithCustomizers(testLogger(t)))
+		c := RunTest(t, "", WithBrokerConfig(map[string]string{"rocketbusProbe": "42"}))
 		id = c.GetContainerID()
 		assert.Equal(t, LayoutSinglePort, c.Layout())
 		broker, err := c.BrokerAddr(context.Background())
@@ -111,7 +112,7 @@ func TestRunFailsFast(t *testing.T) {
 	require.NoError(t, err)
 	// minirmq rejects a non-positive queue count and exits 1. The startup timeout outlasts ctx:
 	// only the exit check can end the wait with an error naming the exit code.
-	_, err = Run(ctx, image, WithCustomizers(testcontainers.WithCmdArgs("-queues", "0"), testLogger(t)),
+	_, err = Run(ctx, image, WithCustomizers(testcontainers.WithCmdArgs("-queues", "0")), WithLogger(log.TestLogger(t)),
 		WithStartupTimeout(time.Hour))
 	require.Error(t, err)
 	t.Log(err)
@@ -125,15 +126,6 @@ func portOf(t *testing.T, hostport string) string {
 	require.NoError(t, err)
 	return p
 }
-
-func testLogger(t *testing.T) testcontainers.ContainerCustomizer {
-	return testcontainers.WithLogger(tcTestLogger{t})
-}
-
-// tcTestLogger sends testcontainers' progress lines to the test log instead of stderr.
-type tcTestLogger struct{ t *testing.T }
-
-func (l tcTestLogger) Printf(format string, v ...any) { l.t.Logf(format, v...) }
 
 func dockerClient(t *testing.T) client.APIClient {
 	t.Helper()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/log"
 )
 
 // minirmqPackage is built into the image by MinirmqContext.
@@ -127,7 +128,7 @@ func RunTest(tb testing.TB, image string, opts ...Option) *Container {
 			tb.Fatalf("rmqcontainer: %v", err)
 		}
 	}
-	c, err := Run(ctx, image, opts...)
+	c, err := Run(ctx, image, append([]Option{WithLogger(log.TestLogger(tb))}, opts...)...)
 	if err != nil {
 		tb.Fatalf("rmqcontainer: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
 
@@ -63,6 +64,7 @@ type settings struct {
 	dockerfile     *testcontainers.FromDockerfile
 	keepImage      bool
 	customizers    []testcontainers.ContainerCustomizer
+	logger         log.Logger
 	errs           []error
 }
 
@@ -159,6 +161,18 @@ func WithKeepImage() Option { return func(s *settings) { s.keepImage = true } }
 // consumers...). They are applied after this package's settings, so they can override them.
 func WithCustomizers(c ...testcontainers.ContainerCustomizer) Option {
 	return func(s *settings) { s.customizers = append(s.customizers, c...) }
+}
+
+// WithLogger sends testcontainers' progress messages (creating, starting, waiting...) to
+// logger instead of the standard logger; log.TestLogger(t) puts them in the test's output.
+func WithLogger(logger log.Logger) Option {
+	return func(s *settings) {
+		if logger == nil {
+			s.errs = append(s.errs, errors.New("rmqcontainer: WithLogger needs a logger"))
+			return
+		}
+		s.logger = logger
+	}
 }
 
 // Container is a running RocketMQ name server and broker whose broker advertises an address
@@ -260,7 +274,11 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 		return nil, fmt.Errorf("rmqcontainer: image %q and WithDockerfile are exclusive", image)
 	}
 
-	provider, err := testcontainers.NewDockerProvider()
+	var providerOpts []testcontainers.DockerProviderOption
+	if s.logger != nil {
+		providerOpts = append(providerOpts, testcontainers.WithLogger(s.logger))
+	}
+	provider, err := testcontainers.NewDockerProvider(providerOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("rmqcontainer: docker: %w", err)
 	}
@@ -305,6 +323,9 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 	customizers := []testcontainers.ContainerCustomizer{
 		testcontainers.WithLabels(map[string]string{Label: "true"}),
 		testcontainers.WithExposedPorts(ports...),
+	}
+	if s.logger != nil {
+		customizers = append([]testcontainers.ContainerCustomizer{testcontainers.WithLogger(s.logger)}, customizers...)
 	}
 	if bindIP != "" {
 		customizers = append(customizers, testcontainers.WithHostConfigModifier(bindPorts(bindIP, ports)))
