@@ -18,7 +18,8 @@
 //
 //	gochannel  in process (watermill's GoChannel; consumer groups emulated in process)
 //	rocketmq   minirmq in process; $ROCKETMQ_NAMESRV when set; a container when
-//	           ROCKETMQ_TESTKIT=container
+//	           ROCKETMQ_TESTKIT=container ($ROCKETMQ_IMAGE, default a local minirmq image);
+//	           skipped under -race unless ROCKETBUS_RACE_BROKER_TESTS=1 (see RocketMQ)
 //	nats       an embedded nats-server with JetStream (watermill-nats/v2)
 //	redis      Redis streams at $REDIS_ADDR (default 127.0.0.1:6379, watermill-redisstream)
 //	postgres   PostgreSQL at $POSTGRES_DSN (default
