@@ -10,6 +10,7 @@
 # It is idempotent and safe while the services already run: a service that answers is left
 # alone, and nothing is ever stopped unless this script started it (recorded in $STATE_DIR).
 # Daemons are started directly, without systemd, so it works in containers and CI runners.
+# Installing and starting PostgreSQL and RabbitMQ need root, or passwordless sudo.
 #
 # A service whose address variable is set (REDIS_ADDR, POSTGRES_DSN, AMQP_URI) is treated as
 # external: the script only waits for it to answer. Unset variables mean the defaults the Go
@@ -49,6 +50,17 @@ summary() { SUMMARY+=("$(printf '%-10s %-45s %s' "$1" "$2" "$3")"); }
 
 is_root() { [ "$(id -u)" = "0" ]; }
 
+# can_root and as_root let the script work as root (containers) or through passwordless sudo
+# (CI runners such as GitHub's); anything else gets a clear error where root is needed.
+can_root() { is_root || sudo -n true 2>/dev/null; }
+as_root() {
+	if is_root; then
+		"$@"
+	else
+		sudo -n "$@"
+	fi
+}
+
 # install_pkgs installs Debian packages unless the given command already exists.
 install_pkgs() {
 	local cmd=$1
@@ -63,15 +75,15 @@ install_pkgs() {
 apt_install() { # reason pkgs...
 	local why=$1
 	shift
-	is_root || die "$why and installing $* needs root (install them yourself, or set SKIP_SERVICES=1)"
+	can_root || die "$why and installing $* needs root or passwordless sudo (install them yourself, or set SKIP_SERVICES=1)"
 	command -v apt-get >/dev/null 2>&1 || die "$why and apt-get is not available to install $*"
 	if [ "$APT_UPDATED" = 0 ]; then
 		log "apt-get update"
-		DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
 		APT_UPDATED=1
 	fi
 	log "installing $*"
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
+	as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null ||
 		die "apt-get install $* failed"
 }
 
@@ -123,6 +135,10 @@ start_redis() {
 		return
 	fi
 	install_pkgs redis-server redis-server
+	if redis_ping "$HOST" "$PORT"; then # the package's init script may have started one
+		summary redis "$addr" "running (started by the package install)"
+		return
+	fi
 	local pidfile=$STATE_DIR/redis.pid logfile=$STATE_DIR/redis.log
 	mkdir -p "$STATE_DIR/redis-data"
 	# No persistence: test data is disposable and snapshots would only cost I/O.
@@ -140,7 +156,15 @@ stop_redis() {
 	pid=$(cat "$STATE_DIR/redis.pid" 2>/dev/null || true)
 	# Only signal the PID if it still is the redis-server we started (PIDs get reused).
 	if [ -n "$pid" ] && grep -q redis-server "/proc/$pid/cmdline" 2>/dev/null; then
-		kill "$pid" && log "stopped redis-server (pid $pid)"
+		kill "$pid" || die "cannot signal redis-server (pid $pid)"
+		# Wait for the exit, so that a start right after this stop does not find it still
+		# answering. A zombie (state Z) has exited; only its parent can reap it.
+		local deadline=$((SECONDS + WAIT_SECONDS))
+		while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != "Z" ]; do
+			[ $SECONDS -lt $deadline ] || die "redis-server (pid $pid) did not exit within ${WAIT_SECONDS}s"
+			sleep 0.2
+		done
+		log "stopped redis-server (pid $pid)"
 	fi
 	rm -f "$STATE_DIR/redis.started"
 }
@@ -163,7 +187,7 @@ pg_cluster() {
 		ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -n 1)
 		[ -n "$ver" ] || die "no PostgreSQL server version found under /usr/lib/postgresql"
 		log "creating PostgreSQL cluster $ver/main"
-		pg_createcluster "$ver" main --port "$DEFAULT_PG_PORT" >/dev/null || die "pg_createcluster $ver main failed"
+		as_root pg_createcluster "$ver" main --port "$DEFAULT_PG_PORT" >/dev/null || die "pg_createcluster $ver main failed"
 		line=$(pg_lsclusters -h | head -n 1)
 	fi
 	read -r PG_VER PG_NAME PG_PORT PG_STATUS _ <<<"$line"
@@ -174,7 +198,7 @@ pg_local_ready() { pg_isready -q -h 127.0.0.1 -p "$1"; }
 pg_superuser_sql() { # port sql...
 	local port=$1
 	shift
-	runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$port" -d postgres "$@"
+	as_root runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$port" -d postgres "$@"
 }
 
 start_postgres() {
@@ -198,16 +222,16 @@ start_postgres() {
 	pg_cluster
 	local started=""
 	if ! pg_local_ready "$PG_PORT"; then
-		is_root || die "PostgreSQL cluster $PG_VER/$PG_NAME is down and starting it needs root"
+		can_root || die "PostgreSQL cluster $PG_VER/$PG_NAME is down and starting it needs root or passwordless sudo"
 		log "starting PostgreSQL cluster $PG_VER/$PG_NAME on port $PG_PORT"
-		pg_ctlcluster "$PG_VER" "$PG_NAME" start || die "pg_ctlcluster $PG_VER $PG_NAME start failed"
+		as_root pg_ctlcluster "$PG_VER" "$PG_NAME" start || die "pg_ctlcluster $PG_VER $PG_NAME start failed"
 		started=yes
 	fi
 	wait_for "PostgreSQL on 127.0.0.1:$PG_PORT" "/var/log/postgresql/postgresql-$PG_VER-$PG_NAME.log" pg_local_ready "$PG_PORT"
 	if [ -n "$started" ]; then
 		record_started postgres "$PG_VER $PG_NAME"
 	fi
-	is_root || die "creating the PostgreSQL role $DEFAULT_PG_USER needs root (to act as the postgres user)"
+	can_root || die "creating the PostgreSQL role $DEFAULT_PG_USER needs root or passwordless sudo (to act as the postgres user)"
 	# Role and database for the tests; re-running keeps them and resets the password.
 	pg_superuser_sql "$PG_PORT" <<SQL || die "creating PostgreSQL role/database $DEFAULT_PG_USER failed"
 DO \$\$ BEGIN
@@ -236,7 +260,7 @@ stop_postgres() {
 	[ -f "$STATE_DIR/postgres.started" ] || return 0
 	local ver name
 	read -r ver name <"$STATE_DIR/postgres.started"
-	pg_ctlcluster "$ver" "$name" stop && log "stopped PostgreSQL cluster $ver/$name"
+	as_root pg_ctlcluster "$ver" "$name" stop && log "stopped PostgreSQL cluster $ver/$name"
 	rm -f "$STATE_DIR/postgres.started"
 }
 
@@ -275,11 +299,16 @@ start_rabbitmq() {
 		return
 	fi
 	install_pkgs rabbitmq-server rabbitmq-server
-	is_root || die "starting rabbitmq-server needs root"
+	if amqp_ping "$HOST" "$PORT"; then # the package's service may have started one
+		summary rabbitmq "$addr" "running (started by the package install)"
+		return
+	fi
+	can_root || die "starting rabbitmq-server needs root or passwordless sudo"
 	local logfile=$STATE_DIR/rabbitmq.log
 	log "starting rabbitmq-server (node $RABBITMQ_NODENAME, port $PORT)"
 	# The Debian wrapper runs the broker as the rabbitmq user; -detached returns at once.
-	RABBITMQ_NODE_PORT=$PORT RABBITMQ_NODE_IP_ADDRESS=$HOST rabbitmq-server -detached >"$logfile" 2>&1 ||
+	as_root env RABBITMQ_NODENAME="$RABBITMQ_NODENAME" RABBITMQ_NODE_PORT="$PORT" RABBITMQ_NODE_IP_ADDRESS="$HOST" \
+		rabbitmq-server -detached >"$logfile" 2>&1 ||
 		die "rabbitmq-server -detached failed (see $logfile)"
 	wait_for "RabbitMQ at $addr" "/var/log/rabbitmq/$RABBITMQ_NODENAME.log" amqp_ping "$HOST" "$PORT"
 	record_started rabbitmq "$RABBITMQ_NODENAME"
@@ -290,7 +319,7 @@ stop_rabbitmq() {
 	[ -f "$STATE_DIR/rabbitmq.started" ] || return 0
 	local node
 	node=$(cat "$STATE_DIR/rabbitmq.started")
-	RABBITMQ_NODENAME=$node rabbitmqctl -q stop && log "stopped RabbitMQ node $node"
+	as_root env RABBITMQ_NODENAME="$node" rabbitmqctl -q stop && log "stopped RabbitMQ node $node"
 	rm -f "$STATE_DIR/rabbitmq.started"
 }
 
