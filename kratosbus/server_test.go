@@ -28,6 +28,8 @@ import (
 
 func TestMain(m *testing.M) {
 	rlog.SetLogLevel("error")
+	// Kratos' recovery middleware logs the stack of the panics tests provoke on the global logger.
+	log.SetLogger(log.NewFilter(log.DefaultLogger, log.FilterLevel(log.LevelFatal)))
 	const client = "github.com/apache/rocketmq-client-go/v2/"
 	goleak.VerifyTestMain(m,
 		// rocketmq-client-go v2.1.2 leaves these behind after Shutdown; none is ours.
@@ -100,18 +102,22 @@ func startServer(t *testing.T, srv *kratosbus.Server) func() error {
 func TestRegisterSubscriberRunsTheKratosChain(t *testing.T) {
 	gc, backend := goChannelBackend(t)
 	var kinds []transport.Kind
+	var tenants []string
 	var mu sync.Mutex
+	// First in the chain: it sees what the server sets up before any Kratos middleware runs.
 	spy := func(h kmiddleware.Handler) kmiddleware.Handler {
 		return func(ctx context.Context, req any) (any, error) {
 			tr, _ := transport.FromServerContext(ctx)
+			md, _ := metadata.FromServerContext(ctx)
 			mu.Lock()
 			kinds = append(kinds, tr.Kind())
+			tenants = append(tenants, md.Get("x-md-global-tenant"))
 			mu.Unlock()
 			return h(ctx, req)
 		}
 	}
 	srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet),
-		kratosbus.WithMiddleware(recovery.Recovery(), kmetadata.Server(), spy))
+		kratosbus.WithMiddleware(spy, recovery.Recovery(), kmetadata.Server()))
 	require.NoError(t, err)
 
 	type seen struct {
@@ -150,6 +156,7 @@ func TestRegisterSubscriberRunsTheKratosChain(t *testing.T) {
 	assert.Equal(t, "paid", s.headers["rocketmq_tags"])
 	mu.Lock()
 	assert.Equal(t, []transport.Kind{kratosbus.KindRocketMQ, kratosbus.KindRocketMQ}, kinds)
+	assert.Equal(t, []string{"acme", "acme"}, tenants, "the server puts x-md- keys in the Kratos context by itself")
 	mu.Unlock()
 	require.NoError(t, pub.Close())
 }

@@ -54,11 +54,14 @@ type DecodeError struct {
 	Err   error
 }
 
+// Error names the message, topic, target type and codec, so the poison queue's reason says
+// what to fix.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("router: cannot decode message %s from topic %q into %s with codec %s: %v",
 		e.UUID, e.Topic, e.Type, e.Codec, e.Err)
 }
 
+// Unwrap returns the codec's error.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 // IsDecodeError reports whether err is, or wraps, a *DecodeError. Watermill's Retry can use it
