@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/pubsub/gochannel"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
+	"github.com/go-kratos/kratos/v2"
 	"github.com/go-kratos/kratos/v2/log"
 	"github.com/go-kratos/kratos/v2/metadata"
 	kmiddleware "github.com/go-kratos/kratos/v2/middleware"
@@ -182,6 +183,22 @@ func TestServerLifecycle(t *testing.T) {
 		err = srv.Start(context.Background())
 		assert.ErrorContains(t, err, `subscribing to topic "t"`)
 		require.NoError(t, srv.Stop(context.Background()))
+	})
+
+	t.Run("a failed start stops the Kratos app", func(t *testing.T) {
+		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+		require.NoError(t, gc.Close())
+		srv, err := kratosbus.NewServer(kratosbus.WithLogger(quiet),
+			kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return gc, nil }))
+		require.NoError(t, err)
+		require.NoError(t, kratosbus.RegisterSubscriber(srv, "t", "g", func(context.Context, string, kratosbus.Headers, *order) error { return nil }))
+		_, backend := goChannelBackend(t)
+		healthy, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet))
+		require.NoError(t, err)
+		app := kratos.New(kratos.Name("failing"), kratos.Logger(quiet), kratos.Server(healthy, srv))
+		appErr := make(chan error, 1)
+		go func() { appErr <- app.Run() }()
+		assert.ErrorContains(t, wait(t, appErr, "app.Run to fail"), `subscribing to topic "t"`)
 	})
 
 	t.Run("endpoint", func(t *testing.T) {
