@@ -247,19 +247,11 @@ func RegisterSubscriber[T any](srv *Server, topic, group string, handler func(ct
 	if err != nil {
 		return err
 	}
-	chain := func(ctx context.Context, req any) (any, error) {
-		msg, _ := router.MessageFromContext(ctx)
-		return nil, handler(ctx, topic, Headers(msg.Metadata), req.(*T))
-	}
-	var h kmiddleware.Handler = chain
-	if len(srv.o.middleware) > 0 {
-		h = kmiddleware.Chain(srv.o.middleware...)(chain)
-	}
-	endpoint := srv.endpoint.String()
+	h := srv.chain(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
+		return nil, handler(ctx, topic, headers, req.(*T))
+	})
 	err = router.Subscribe(srv.r, topic, func(ctx context.Context, v *T) error {
-		msg, _ := router.MessageFromContext(ctx)
-		tr := &Transport{endpoint: endpoint, topic: topic, group: group, msg: msg, reply: metadataHeader{}}
-		_, err := h(transport.NewServerContext(ctx, tr), v)
+		_, err := h(ctx, v)
 		return err
 	}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
 	if err != nil {
@@ -269,6 +261,60 @@ func RegisterSubscriber[T any](srv *Server, topic, group string, handler func(ct
 		return fmt.Errorf("kratosbus: %w", err)
 	}
 	return nil
+}
+
+// RegisterHandler is RegisterSubscriber for handlers that publish: the values handler returns
+// are encoded and published to publishTopic, and the input is acked once they are published.
+// They carry the handler's trace context and the "x-md-global-" Kratos metadata.
+func RegisterHandler[In, Out any](srv *Server, topic, group, publishTopic string, handler func(ctx context.Context, topic string, headers Headers, msg *In) ([]*Out, error), opts ...router.HandlerOption) error {
+	if srv == nil {
+		return errors.New("kratosbus: RegisterHandler on a nil server")
+	}
+	if handler == nil {
+		return fmt.Errorf("kratosbus: nil handler for topic %q", topic)
+	}
+	claimed, err := srv.claimGroup(topic, group)
+	if err != nil {
+		return err
+	}
+	h := srv.chain(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
+		return handler(ctx, topic, headers, req.(*In))
+	})
+	err = router.Handle(srv.r, topic, publishTopic, func(ctx context.Context, v *In) ([]*Out, error) {
+		reply, err := h(ctx, v)
+		if err != nil {
+			return nil, err
+		}
+		outs, ok := reply.([]*Out)
+		if !ok && reply != nil {
+			return nil, fmt.Errorf("kratosbus: Kratos middleware replaced the handler's result with a %T", reply)
+		}
+		return outs, nil
+	}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
+	if err != nil {
+		if claimed {
+			srv.releaseGroup(group)
+		}
+		return fmt.Errorf("kratosbus: %w", err)
+	}
+	return nil
+}
+
+// chain wraps a handler in the server's Kratos middleware, behind a Transport for the message.
+func (s *Server) chain(topic, group string, inner func(ctx context.Context, headers Headers, req any) (any, error)) kmiddleware.Handler {
+	var h kmiddleware.Handler = func(ctx context.Context, req any) (any, error) {
+		msg, _ := router.MessageFromContext(ctx)
+		return inner(ctx, Headers(msg.Metadata), req)
+	}
+	if len(s.o.middleware) > 0 {
+		h = kmiddleware.Chain(s.o.middleware...)(h)
+	}
+	endpoint := s.endpoint.String()
+	return func(ctx context.Context, req any) (any, error) {
+		msg, _ := router.MessageFromContext(ctx)
+		tr := &Transport{endpoint: endpoint, topic: topic, group: group, msg: msg, reply: metadataHeader{}}
+		return h(transport.NewServerContext(ctx, tr), req)
+	}
 }
 
 // claimGroup records that group consumes topic; it reports whether the claim is new.

@@ -237,3 +237,35 @@ func TestServerRejectsBadInput(t *testing.T) {
 	assert.ErrorContains(t, kratosbus.RegisterSubscriber[order](nil, "c", "g2", nop), "nil server")
 	require.NoError(t, srv.Stop(context.Background()))
 }
+
+type receipt struct {
+	OrderID string `json:"order_id"`
+}
+
+func TestRegisterHandlerPublishesResults(t *testing.T) {
+	gc, backend := goChannelBackend(t)
+	srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet), kratosbus.WithMiddleware(recovery.Recovery()))
+	require.NoError(t, err)
+	require.NoError(t, kratosbus.RegisterHandler(srv, "orders", "billing", "receipts",
+		func(ctx context.Context, topic string, headers kratosbus.Headers, o *order) ([]*receipt, error) {
+			return []*receipt{{OrderID: o.ID}}, nil
+		}))
+	receipts, err := gc.Subscribe(context.Background(), "receipts")
+	require.NoError(t, err)
+	startServer(t, srv)
+
+	pub, err := kratosbus.NewPublisher(kratosbus.WithBackend(gc, nil), kratosbus.WithLogger(quiet))
+	require.NoError(t, err)
+	ctx := metadata.AppendToClientContext(context.Background(), "x-md-global-tenant", "acme", "x-md-local-hop", "1")
+	require.NoError(t, pub.Publish(ctx, "orders", order{ID: "o-5"}))
+
+	m := wait(t, receipts, "the receipt")
+	m.Ack()
+	assert.JSONEq(t, `{"order_id":"o-5"}`, string(m.Payload))
+	assert.Equal(t, "acme", m.Metadata.Get("x-md-global-tenant"), "global Kratos metadata travels on")
+	assert.Empty(t, m.Metadata.Get("x-md-local-hop"), "local Kratos metadata stops after one hop")
+
+	assert.ErrorContains(t, kratosbus.RegisterHandler(srv, "other", "billing", "receipts",
+		func(context.Context, string, kratosbus.Headers, *order) ([]*receipt, error) { return nil, nil }),
+		`group "billing" already consumes topic "orders"`)
+}
