@@ -18,14 +18,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, ignoredGoroutines...)
 }
 
-// ignoredGoroutines are not ours to stop. The Docker client's HTTP transport keeps idle
-// keep-alive connections (persistConn read/write loops) after testcontainers is done with it and
-// offers no way to close them all. rocketmq-client-go starts package-level goroutines, and a push
-// consumer's Shutdown leaves its long-polling pull futures until the client's own request
-// timeout.
+// ignoredGoroutines belong to rocketmq-client-go and are not ours to stop: it starts
+// package-level goroutines, and a push consumer's Shutdown leaves its long-polling pulls until
+// the client's own request timeout. (testcontainers closes its Docker client after each call, so
+// no idle HTTP connection goroutines need ignoring.)
 var ignoredGoroutines = []goleak.Option{
-	goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
-	goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 	goleak.IgnoreTopFunction("github.com/apache/rocketmq-client-go/v2/internal/remote.(*ResponseFuture).waitResponse"),
 	goleak.IgnoreAnyFunction("github.com/apache/rocketmq-client-go/v2/internal.GetOrNewRocketMQClient.func1"),
 	goleak.IgnoreAnyFunction("github.com/patrickmn/go-cache.(*janitor).Run"),

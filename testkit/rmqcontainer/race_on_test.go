@@ -1,0 +1,5 @@
+//go:build race
+
+package rmqcontainer
+
+const raceEnabled = true
