@@ -208,3 +208,34 @@ func sendAndReceive(t *testing.T, nameServer, topic string) {
 	defer mu.Unlock()
 	assert.Equal(t, []string{body}, got)
 }
+
+// TestPruneMinirmqImages tags the current minirmq image under two more tags and checks that
+// pruning removes the older-than-cutoff one but not the one to keep.
+func TestPruneMinirmqImages(t *testing.T) {
+	RequireDocker(t)
+	ctx := context.Background()
+	image, err := MinirmqImage(ctx)
+	require.NoError(t, err)
+	cli := dockerClient(t)
+	// Only this test's own tags are candidates, so concurrent runs keep their images.
+	prefix := MinirmqRepo + ":stale-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:8]
+	stale, keep := prefix+"-old", prefix+"-keep"
+	for _, tag := range []string{stale, keep} {
+		_, err = cli.ImageTag(ctx, client.ImageTagOptions{Source: image, Target: tag})
+		require.NoError(t, err)
+		t.Cleanup(func() { _, _ = cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{}) })
+	}
+
+	// Nothing is older than the epoch: no tag goes.
+	pruneMinirmqImages(ctx, cli, keep, prefix, time.Unix(0, 0))
+	_, err = cli.ImageInspect(ctx, stale)
+	require.NoError(t, err, "images newer than the cutoff are kept")
+
+	pruneMinirmqImages(ctx, cli, keep, prefix, time.Now().Add(time.Minute))
+	_, err = cli.ImageInspect(ctx, stale)
+	assert.Error(t, err, "an older tag is removed")
+	_, err = cli.ImageInspect(ctx, keep)
+	assert.NoError(t, err, "the tag to keep stays")
+	_, err = cli.ImageInspect(ctx, image)
+	assert.NoError(t, err, "tags outside the prefix stay")
+}

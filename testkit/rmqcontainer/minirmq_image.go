@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/log"
 )
@@ -110,7 +111,29 @@ func buildMinirmqImage(ctx context.Context) (string, error) {
 	if _, err := p.BuildImage(ctx, &req); err != nil {
 		return "", fmt.Errorf("rmqcontainer: build image %s: %w", name, err)
 	}
+	pruneMinirmqImages(ctx, p.Client(), name, MinirmqRepo+":", time.Now().Add(-time.Hour))
 	return name, nil
+}
+
+// pruneMinirmqImages removes images of earlier minirmq builds, so changing the source does not
+// pile up images. Only those older than an hour go (a concurrent test run on other source may
+// be about to start its own), and never while a container uses them. Best effort: a failure
+// leaves an image behind, nothing worse.
+func pruneMinirmqImages(ctx context.Context, cli client.APIClient, keep, tagPrefix string, createdBefore time.Time) {
+	list, err := cli.ImageList(ctx, client.ImageListOptions{Filters: make(client.Filters).Add("reference", MinirmqRepo)})
+	if err != nil {
+		return
+	}
+	for _, img := range list.Items {
+		if img.Created >= createdBefore.Unix() {
+			continue
+		}
+		for _, tag := range img.RepoTags {
+			if tag != keep && strings.HasPrefix(tag, tagPrefix) {
+				_, _ = cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{PruneChildren: true})
+			}
+		}
+	}
 }
 
 // RunTest starts a container for a test and terminates it in tb.Cleanup. An empty image means
