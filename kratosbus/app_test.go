@@ -131,7 +131,8 @@ func TestKratosApp(t *testing.T) {
 	go func() { appErr <- app.Run() }()
 	<-bus.Router().Running()
 
-	resp, err := http.Post(base+"/orders", "application/json", strings.NewReader(`{"id":"o-42","total":1999}`))
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}} // no idle connection outlives the test
+	resp, err := client.Post(base+"/orders", "application/json", strings.NewReader(`{"id":"o-42","total":1999}`))
 	require.NoError(t, err)
 	var body struct {
 		TraceID string `json:"trace_id"`
