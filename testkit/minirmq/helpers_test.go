@@ -177,9 +177,22 @@ func collectAll(r *received) pushHandler {
 	}
 }
 
+// skipClientRaces skips a test that drives rocketmq-client-go's push consumer under the race
+// detector: v2.1.2 races on its own state (processQueue.putMessage against its message cache,
+// SubscriptionData.Clone against the heartbeat), which no caller can avoid. make test runs these
+// tests in its second, race-free pass; minirmq's own code is race-checked by the tests that speak
+// the protocol directly or only produce.
+func skipClientRaces(t testing.TB) {
+	t.Helper()
+	if raceEnabled && os.Getenv("ROCKETBUS_RACE_BROKER_TESTS") == "" {
+		t.Skip("rocketmq-client-go v2.1.2's push consumer has data races of its own; runs in make test's race-free pass (ROCKETBUS_RACE_BROKER_TESTS=1 forces it)")
+	}
+}
+
 // pushConsumer starts a push consumer; it is shut down when the test ends unless stopped first.
 func (tg *target) pushConsumer(t *testing.T, group, topic, expr string, h pushHandler, opts ...consumer.Option) rocketmq.PushConsumer {
 	t.Helper()
+	skipClientRaces(t)
 	opts = append([]consumer.Option{
 		consumer.WithNameServer([]string{tg.addr}),
 		consumer.WithGroupName(group),

@@ -1,0 +1,5 @@
+//go:build race
+
+package minirmq_test
+
+const raceEnabled = true
