@@ -235,8 +235,10 @@ type SubscriberConfig struct {
 	ConsumeGoroutines int
 	// PullBatchSize is how many messages one pull fetches per queue. Default 32.
 	PullBatchSize int32
-	// AutoCreateTopic makes Subscribe and SubscribeInitialize create a missing topic through the
-	// admin API (a push consumer cannot start on a topic without a route).
+	// AutoCreateTopic makes Subscribe create a missing topic through the admin API (a push
+	// consumer cannot start on a topic without a route; SubscribeInitialize always does this).
+	// It also makes write-only topics readable (brokers create %DLQ%<group> topics without
+	// read permission), and in NackBrokerRetry mode creates %RETRY%<group> up front.
 	AutoCreateTopic bool
 	// TopicQueueNums is the number of read/write queues of created topics. Default 4.
 	TopicQueueNums int

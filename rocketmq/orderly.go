@@ -18,9 +18,16 @@ const codeUnlockBatchMQ = 42
 // expires (60 s) and its next rebalance runs (every 20 s), so every consumer that joins a group
 // can stall a queue for more than a minute. The releaser wraps the allocation strategy, notices
 // the queues this consumer loses and unlocks them at their broker.
+//
+// The new owner may have tried (and failed) to lock a queue just before the old owner released
+// it; the client would only try again at its next periodic rebalance, 20 s later. So when this
+// consumer gains queues, the releaser also asks for a few extra rebalances, one a second.
 type queueReleaser struct {
 	nameServers []string
 	group       string
+
+	// kick has room for one pending request for extra rebalances.
+	kick chan struct{}
 
 	mu sync.Mutex
 	// assigned holds this consumer's queues per topic (the strategy runs once per subscribed
@@ -40,13 +47,20 @@ func (r *queueReleaser) strategy(inner consumer.AllocateStrategy) consumer.Alloc
 			now[*mq] = struct{}{}
 		}
 		var lost []primitive.MessageQueue
+		gained := false
 		r.mu.Lock()
 		if r.assigned == nil {
 			r.assigned = map[string]map[primitive.MessageQueue]struct{}{}
 		}
-		for mq := range r.assigned[topic] {
+		prev := r.assigned[topic]
+		for mq := range prev {
 			if _, ok := now[mq]; !ok {
 				lost = append(lost, mq)
+			}
+		}
+		for mq := range now {
+			if _, ok := prev[mq]; !ok {
+				gained = true
 			}
 		}
 		r.assigned[topic] = now
@@ -54,7 +68,33 @@ func (r *queueReleaser) strategy(inner consumer.AllocateStrategy) consumer.Alloc
 		if len(lost) > 0 {
 			r.unlock(currentCID, lost)
 		}
+		if gained {
+			select {
+			case r.kick <- struct{}{}:
+			default:
+			}
+		}
 		return result
+	}
+}
+
+// rebalanceLoop serves kicks with extra rebalances until done closes.
+func (r *queueReleaser) rebalanceLoop(rebalance func(), done <-chan struct{}) {
+	const extraRebalances = 3
+	for {
+		select {
+		case <-r.kick:
+		case <-done:
+			return
+		}
+		for i := 0; i < extraRebalances; i++ {
+			select {
+			case <-time.After(time.Second):
+				rebalance()
+			case <-done:
+				return
+			}
+		}
 	}
 }
 

@@ -79,6 +79,16 @@ func (s *Subscriber) ensureTopic(ctx context.Context, topic string) error {
 	return s.topics.ensure(ctx, topic)
 }
 
+func (s *Subscriber) ensureRetryTopic(ctx context.Context, group string) error {
+	full := group
+	if s.config.Namespace != "" {
+		full = s.config.Namespace + "%" + group
+	}
+	s.topicsMu.Lock()
+	defer s.topicsMu.Unlock()
+	return s.topics.ensureFull(ctx, "%RETRY%"+full, 1)
+}
+
 func (s *Subscriber) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,6 +115,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if s.config.AutoCreateTopic {
 		setupCtx, cancel := context.WithTimeout(ctx, topicSetupTimeout)
 		err := s.ensureTopic(setupCtx, topic)
+		if err == nil && s.config.NackMode == NackBrokerRetry && !s.config.Orderly && s.config.Model == Clustering {
+			// The broker creates %RETRY%<group> on the group's first heartbeat, after the
+			// consumer looked up its routes, so the consumer would pick up retried messages
+			// only at its next route refresh (up to 30 s later). Creating it first avoids that.
+			err = s.ensureRetryTopic(setupCtx, group)
+		}
 		cancel()
 		if err != nil {
 			return nil, err
@@ -125,8 +141,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		released:    make(chan struct{}),
 	}
 	opts := s.consumerOptions(group)
+	var releaser *queueReleaser
 	if s.config.Orderly && s.config.Model == Clustering {
-		r := &queueReleaser{nameServers: s.config.NameServers, group: group}
+		r := &queueReleaser{nameServers: s.config.NameServers, group: group, kick: make(chan struct{}, 1)}
+		releaser = r
 		if s.config.Namespace != "" {
 			r.group = s.config.Namespace + "%" + group
 		}
@@ -158,6 +176,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.subs.Add(1)
 	s.mu.Unlock()
 
+	if releaser != nil {
+		sub.helpers.Add(1)
+		go func() {
+			defer sub.helpers.Done()
+			releaser.rebalanceLoop(pc.Rebalance, sub.stopDeliver)
+		}()
+	}
 	go sub.run()
 	s.logger.Debug("Subscribed", watermill.LogFields{"topic": topic, "group": group})
 	return sub.out, nil
@@ -262,6 +287,9 @@ type subscription struct {
 	// result the client can no longer act on, so no message is acked or sent back by mistake.
 	released chan struct{}
 
+	// helpers are goroutines that use the consumer; they end before it shuts down.
+	helpers sync.WaitGroup
+
 	mu           sync.Mutex
 	stopping     bool
 	finished     bool
@@ -301,6 +329,7 @@ func (sub *subscription) stop() {
 	}
 	timer.Stop()
 	close(sub.abort)
+	sub.helpers.Wait()
 
 	if err := sub.consumer.Shutdown(); err != nil {
 		sub.s.logger.Error("Consumer shutdown failed", err, logFields)

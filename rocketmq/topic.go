@@ -25,6 +25,8 @@ const (
 	codeGetRouteInfo  = 105
 	codeTopicNotExist = 17
 	defaultTopic      = "TBW102"
+	permRead          = 4
+	permReadWrite     = 6
 )
 
 var routeOpaque atomic.Int32
@@ -94,6 +96,9 @@ type routeInfo struct {
 	// brokers maps broker names to master addresses.
 	brokers   map[string]string
 	hasQueues bool
+	// readable: some queue grants read permission. Brokers create %DLQ% topics write-only.
+	readable  bool
+	queueNums int
 }
 
 func (r routeInfo) masterAddrs() []string {
@@ -126,12 +131,21 @@ func topicRoute(ctx context.Context, nameServer, topic string) (routeInfo, error
 			BrokerName  string            `json:"brokerName"`
 			BrokerAddrs map[string]string `json:"brokerAddrs"`
 		} `json:"brokerDatas"`
-		QueueDatas []json.RawMessage `json:"queueDatas"`
+		QueueDatas []struct {
+			ReadQueueNums int `json:"readQueueNums"`
+			Perm          int `json:"perm"`
+		} `json:"queueDatas"`
 	}
 	if err := json.Unmarshal(unquotedKey.ReplaceAll(body, []byte(`$1"$2":`)), &data); err != nil {
 		return routeInfo{}, fmt.Errorf("decode route of %q: %w", topic, err)
 	}
 	info := routeInfo{brokers: map[string]string{}, hasQueues: len(data.QueueDatas) > 0}
+	for _, q := range data.QueueDatas {
+		if q.Perm&permRead != 0 {
+			info.readable = true
+		}
+		info.queueNums = max(info.queueNums, q.ReadQueueNums)
+	}
 	for _, b := range data.BrokerDatas {
 		if a := b.BrokerAddrs["0"]; a != "" {
 			info.brokers[b.BrokerName] = a
@@ -173,13 +187,22 @@ func (tc *topicCreator) fullName(topic string) string {
 // ensure makes sure topic has a route, creating it on the brokers if needed. The caller
 // serialises calls.
 func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
-	full := tc.fullName(topic)
+	return tc.ensureFull(ctx, tc.fullName(topic), tc.queueNums)
+}
+
+// ensureFull is ensure for a name that already carries its namespace (retry topics).
+func (tc *topicCreator) ensureFull(ctx context.Context, full string, queueNums int) error {
 	route, err := firstRoute(ctx, tc.nameServers, full)
 	if err != nil {
 		return fmt.Errorf("rocketmq: look up route of topic %q: %w", full, err)
 	}
-	if route.hasQueues {
+	if route.hasQueues && route.readable {
 		return nil
+	}
+	if route.hasQueues {
+		// A write-only topic (a %DLQ% topic as the broker creates it): make it readable,
+		// keeping its queues, so that it can be subscribed to.
+		queueNums = max(route.queueNums, 1)
 	}
 	brokers := tc.brokers
 	if len(brokers) == 0 {
@@ -207,8 +230,9 @@ func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
 		err := tc.admin.CreateTopic(ctx,
 			admin.WithTopicCreate(full),
 			admin.WithBrokerAddrCreate(b),
-			admin.WithReadQueueNums(tc.queueNums),
-			admin.WithWriteQueueNums(tc.queueNums),
+			admin.WithReadQueueNums(queueNums),
+			admin.WithWriteQueueNums(queueNums),
+			admin.WithPerm(permReadWrite),
 		)
 		if err != nil {
 			return fmt.Errorf("rocketmq: create topic %q on broker %s: %w", full, b, err)
@@ -218,7 +242,7 @@ func (tc *topicCreator) ensure(ctx context.Context, topic string) error {
 	// registered it with the name server, so wait for the route.
 	for {
 		route, err := firstRoute(ctx, tc.nameServers, full)
-		if err == nil && route.hasQueues {
+		if err == nil && route.hasQueues && route.readable {
 			return nil
 		}
 		select {
