@@ -201,7 +201,9 @@ func (r *Router) Run(ctx context.Context) error {
 	select {
 	case <-r.wm.Running():
 	case err := <-runErr:
-		return err
+		// Watermill closes a router whose handlers all ended, which a failed subscription
+		// (see subscribeGuard) may cause before Running is observed.
+		return errors.Join(r.subscribeErrors(), err)
 	}
 	// Subscription failures do not fail Watermill's Run here (see subscribeGuard): close the
 	// router, which stops the handlers that did subscribe, and report the failure.
