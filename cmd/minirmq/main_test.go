@@ -69,7 +69,9 @@ func TestServesRestartsOnHUPAndStopsOnTERM(t *testing.T) {
 
 	var out syncBuffer
 	done := make(chan error, 1)
-	go func() { done <- run(context.Background(), []string{"-listen", addr, "-advertise", "127.0.0.1:1"}, &out, io.Discard) }()
+	go func() {
+		done <- run(context.Background(), []string{"-listen", addr, "-advertise", "127.0.0.1:1"}, &out, io.Discard)
+	}()
 	require.Eventually(t, func() bool { return strings.Contains(out.String(), "listening on "+addr) }, 5*time.Second, 10*time.Millisecond)
 	assert.Contains(t, out.String(), "broker address 127.0.0.1:1")
 	assert.Equal(t, 0, clusterInfo(t, addr))
