@@ -102,15 +102,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if ctx == nil {
 		return nil, errors.New("rocketmq: nil context")
 	}
+	if s.isClosed() {
+		return nil, ErrSubscriberClosed
+	}
 	if err := validateName("topic", topic); err != nil {
 		return nil, err
 	}
 	group := s.config.GroupFunc(topic)
 	if err := validateName("consumer group", group); err != nil {
 		return nil, fmt.Errorf("%w (from GroupFunc(%q))", err, topic)
-	}
-	if s.isClosed() {
-		return nil, ErrSubscriberClosed
 	}
 	if s.config.AutoCreateTopic {
 		setupCtx, cancel := context.WithTimeout(ctx, topicSetupTimeout)
