@@ -91,7 +91,8 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(o *options) { o.propagator = p }
 }
 
-// WithGlobalPropagator uses otel.GetTextMapPropagator().
+// WithGlobalPropagator uses otel.GetTextMapPropagator(); note that OpenTelemetry's default
+// global propagator propagates nothing until otel.SetTextMapPropagator is called.
 func WithGlobalPropagator() Option {
 	return func(o *options) { o.propagator = otel.GetTextMapPropagator() }
 }
