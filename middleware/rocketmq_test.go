@@ -22,7 +22,8 @@ import (
 
 // TestBrokerRetryOnRocketMQ runs the middleware against a broker (minirmq, or the one in
 // $ROCKETMQ_NAMESRV): a failed message comes back from %RETRY%<group> with its reconsume count,
-// and a permanent failure goes to %DLQ%<group> without a second delivery.
+// a permanent failure goes to %DLQ%<group> without a second delivery, and so does a message
+// that failed MaxReconsumeTimes retries.
 func TestBrokerRetryOnRocketMQ(t *testing.T) {
 	if raceEnabled {
 		t.Skip("rocketmq-client-go v2.1.2 has data races of its own; run without -race")
@@ -67,8 +68,9 @@ func TestBrokerRetryOnRocketMQ(t *testing.T) {
 	defer sub.Close()
 
 	retry, err := middleware.BrokerRetry{
-		ReconsumeTimes: rocketmq.ReconsumeTimesFromCtx,
-		DelayLevel:     func(int32) int { return 1 },
+		ReconsumeTimes:    rocketmq.ReconsumeTimesFromCtx,
+		MaxReconsumeTimes: 1,
+		DelayLevel:        func(int32) int { return 1 },
 	}.Middleware()
 	require.NoError(t, err)
 	r, err := router.New(router.Config{
@@ -86,6 +88,7 @@ func TestBrokerRetryOnRocketMQ(t *testing.T) {
 	var mu sync.Mutex
 	var attempts []attempt
 	succeeded := make(chan struct{})
+	exhausted := make(chan struct{})
 	require.NoError(t, router.Subscribe(r, topic, func(ctx context.Context, e *event) error {
 		n, _ := rocketmq.ReconsumeTimesFromCtx(ctx)
 		mu.Lock()
@@ -94,6 +97,11 @@ func TestBrokerRetryOnRocketMQ(t *testing.T) {
 		switch {
 		case e.ID == "poison":
 			return middleware.Permanent(errors.New("never valid"))
+		case e.ID == "always":
+			if n == 1 {
+				close(exhausted)
+			}
+			return errors.New("still failing")
 		case n == 0:
 			return errors.New("transient")
 		default:
@@ -107,15 +115,21 @@ func TestBrokerRetryOnRocketMQ(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, rp.Publish(context.Background(), topic, event{ID: "poison"}))
 	require.NoError(t, rp.Publish(context.Background(), topic, event{ID: "flaky"}))
+	require.NoError(t, rp.Publish(context.Background(), topic, event{ID: "always"}))
 	wait(t, succeeded, "the broker retry of the flaky message")
+	wait(t, exhausted, "the last retry of the failing message")
 
 	if srv != nil {
-		require.Eventually(t, func() bool { return len(srv.Messages("%DLQ%"+group)) == 1 }, 10*time.Second, 10*time.Millisecond)
-		dlq := srv.Messages("%DLQ%" + group)[0]
-		assert.JSONEq(t, `{"id":"poison"}`, string(dlq.Body))
+		require.Eventually(t, func() bool { return len(srv.Messages("%DLQ%"+group)) == 2 }, 10*time.Second, 10*time.Millisecond)
+		var bodies []string
+		for _, m := range srv.Messages("%DLQ%" + group) {
+			bodies = append(bodies, string(m.Body))
+		}
+		assert.ElementsMatch(t, []string{`{"id":"poison"}`, `{"id":"always"}`}, bodies,
+			"the permanent failure and the one out of retries are dead letters")
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	assert.ElementsMatch(t, []attempt{{"poison", 0}, {"flaky", 0}, {"flaky", 1}}, attempts,
-		"the poison message is handled once; the flaky one comes back once from the broker")
+	assert.ElementsMatch(t, []attempt{{"poison", 0}, {"flaky", 0}, {"flaky", 1}, {"always", 0}, {"always", 1}}, attempts,
+		"the poison message is handled once; the others come back once from the broker")
 }
