@@ -22,12 +22,12 @@ var logger = watermill.NopLogger{}
 // Shutdown and its rebalance and pull goroutines (rmqClient.close, processQueue.msgCh,
 // SubscriptionData), which the detector reports in nearly every test that stops a consumer.
 // None of the reports involves this package's memory; run with the variable set to check that.
-func nameServers(t testing.TB) []string {
+func nameServers(t testing.TB, opts ...minirmq.Option) []string {
 	t.Helper()
 	if raceEnabled && os.Getenv("ROCKETBUS_RACE_BROKER_TESTS") == "" {
 		t.Skip("rocketmq-client-go v2.1.2 races internally on Shutdown; set ROCKETBUS_RACE_BROKER_TESTS=1 to run broker tests under -race")
 	}
-	return strings.Split(minirmq.NameServer(t), ";")
+	return strings.Split(minirmq.NameServer(t, opts...), ";")
 }
 
 // uniqueTopic returns a topic name no earlier run used (the real broker keeps its state).
