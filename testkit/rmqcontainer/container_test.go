@@ -90,6 +90,7 @@ func TestRunTestMinirmqImage(t *testing.T) {
 	t.Run("run", func(t *testing.T) {
 		c := RunTest(t, "", WithBrokerConfig(map[string]string{"rocketbusProbe": "42"}))
 		id = c.GetContainerID()
+		require.Equal(t, []string{id}, labelledContainers(t, id), "the leftover check must see a live container")
 		assert.Equal(t, LayoutSinglePort, c.Layout())
 		broker, err := c.BrokerAddr(context.Background())
 		require.NoError(t, err)
@@ -113,13 +114,18 @@ func TestRunFailsFast(t *testing.T) {
 	require.NoError(t, err)
 	// minirmq rejects a non-positive queue count and exits 1. The startup timeout outlasts ctx:
 	// only the exit check can end the wait with an error naming the exit code.
-	_, err = Run(ctx, image, WithCustomizers(testcontainers.WithCmdArgs("-queues", "0")), WithLogger(log.TestLogger(t)),
-		WithStartupTimeout(time.Hour))
+	run := uuid.NewString()
+	_, err = Run(ctx, image, WithCustomizers(testcontainers.WithCmdArgs("-queues", "0"),
+		testcontainers.WithLabels(map[string]string{testRunLabel: run})),
+		WithLogger(log.TestLogger(t)), WithStartupTimeout(time.Hour))
 	require.Error(t, err)
 	t.Log(err)
 	assert.Contains(t, err.Error(), "exit code 1")
-	assertNoContainers(t, "")
+	assertNoContainers(t, testRunLabel+"="+run)
 }
+
+// testRunLabel marks one test's containers, so the leftover check ignores other runs.
+const testRunLabel = "org.rocketbus.rmqcontainer.test"
 
 func portOf(t *testing.T, hostport string) string {
 	t.Helper()
@@ -136,19 +142,32 @@ func dockerClient(t *testing.T) client.APIClient {
 	return p.Client()
 }
 
-// assertNoContainers fails when a container this package labelled is still there (any state);
-// id narrows the check to one container.
-func assertNoContainers(t *testing.T, id string) {
+// assertNoContainers fails when a container this package labelled is still there (any state).
+// which narrows the check to one container: a container id, or a label=value.
+func assertNoContainers(t *testing.T, which string) {
 	t.Helper()
+	for _, id := range labelledContainers(t, which) {
+		t.Errorf("container %s left behind", id)
+	}
+}
+
+// labelledContainers lists the ids of containers (any state) carrying Label and matching which.
+func labelledContainers(t *testing.T, which string) []string {
+	t.Helper()
+	require.NotEmpty(t, which)
 	f := make(client.Filters).Add("label", Label)
-	if id != "" {
-		f = f.Add("id", id)
+	if strings.Contains(which, "=") {
+		f = f.Add("label", which)
+	} else {
+		f = f.Add("id", which)
 	}
 	list, err := dockerClient(t).ContainerList(context.Background(), client.ContainerListOptions{All: true, Filters: f})
 	require.NoError(t, err)
+	var ids []string
 	for _, c := range list.Items {
-		t.Errorf("container %s (%s) left behind", c.ID, c.Image)
+		ids = append(ids, c.ID)
 	}
+	return ids
 }
 
 func createTopic(t *testing.T, nameServer, broker, topic string) {
@@ -238,4 +257,60 @@ func TestPruneMinirmqImages(t *testing.T) {
 	assert.NoError(t, err, "the tag to keep stays")
 	_, err = cli.ImageInspect(ctx, image)
 	assert.NoError(t, err, "tags outside the prefix stay")
+}
+
+// TestRunAllInterfaces binds the mapped ports to all interfaces; the advertised host is the
+// default one, which clients must be able to reach as well.
+func TestRunAllInterfaces(t *testing.T) {
+	t.Setenv(EnvImage, "")
+	c := RunTest(t, "", WithHostIP("0.0.0.0"))
+	ctx := context.Background()
+	inspect, err := c.Inspect(ctx)
+	require.NoError(t, err)
+	bindings := inspect.HostConfig.PortBindings
+	require.NotEmpty(t, bindings)
+	for port, bs := range bindings {
+		for _, b := range bs {
+			assert.False(t, b.HostIP.IsValid() && !b.HostIP.IsUnspecified(), "%s bound to %s, want all interfaces", port, b.HostIP)
+		}
+	}
+	ns, err := c.NameServer(ctx)
+	require.NoError(t, err)
+	broker, err := c.BrokerAddr(ctx)
+	require.NoError(t, err)
+	body, err := clusterInfo(ctx, ns)
+	require.NoError(t, err)
+	_, found := registeredBroker(body, broker)
+	assert.True(t, found, "cluster info %s lacks %s", body, broker)
+}
+
+// TestResolveHost covers the choice of advertised host and bind address on this machine, where
+// the engine is local.
+func TestResolveHost(t *testing.T) {
+	RequireDocker(t)
+	p, err := testcontainers.NewDockerProvider()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Close() })
+	require.True(t, engineIsLocal(context.Background(), p), "the test machine runs its Docker engine itself")
+	for _, tc := range []struct {
+		name, hostIP, override, wantHost, wantBind string
+	}{
+		{name: "default", wantHost: "127.0.0.1", wantBind: "127.0.0.1"},
+		{name: "explicit address", hostIP: "10.1.2.3", wantHost: "10.1.2.3", wantBind: "10.1.2.3"},
+		{name: "all interfaces", hostIP: "0.0.0.0", wantHost: "127.0.0.1", wantBind: ""},
+		{name: "host override", override: "203.0.113.5", wantHost: "203.0.113.5", wantBind: ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.override != "" {
+				t.Setenv("TESTCONTAINERS_HOST_OVERRIDE", tc.override)
+			}
+			p, err := testcontainers.NewDockerProvider() // a fresh one: it caches the host
+			require.NoError(t, err)
+			defer p.Close()
+			host, bind, err := resolveHost(context.Background(), p, tc.hostIP)
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantHost, host)
+			assert.Equal(t, tc.wantBind, bind)
+		})
+	}
 }

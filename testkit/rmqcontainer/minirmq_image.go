@@ -24,6 +24,10 @@ const minirmqPackage = "github.com/rocketbus/rocketbus/cmd/minirmq"
 // MinirmqRepo is the repository of images MinirmqImage builds; the tag is a hash of the binary.
 const MinirmqRepo = "rocketbus-rmqcontainer/minirmq"
 
+// EnvImage names the environment variable RunTest reads when given no image: an image such as
+// apache/rocketmq:5.3.1 to run instead of the locally built minirmq.
+const EnvImage = "ROCKETMQ_IMAGE"
+
 // EnvCI set to "true" turns RunTest's skip on a missing Docker engine into a failure, so CI
 // cannot silently pass without running the container tests.
 const EnvCI = "CI"
@@ -137,7 +141,8 @@ func pruneMinirmqImages(ctx context.Context, cli client.APIClient, keep, tagPref
 }
 
 // RunTest starts a container for a test and terminates it in tb.Cleanup. An empty image means
-// the locally built cmd/minirmq image (MinirmqImage). It skips the test when no Docker engine
+// $ROCKETMQ_IMAGE, or when that is unset too, the locally built cmd/minirmq image
+// (MinirmqImage). It skips the test when no Docker engine
 // answers, and fails it instead when CI=true. Set TESTCONTAINERS_RYUK_DISABLED=true (in TestMain)
 // where the reaper image cannot be pulled: cleanup then relies on tb.Cleanup alone.
 func RunTest(tb testing.TB, image string, opts ...Option) *Container {
@@ -146,20 +151,23 @@ func RunTest(tb testing.TB, image string, opts ...Option) *Container {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	if image == "" {
+		image = os.Getenv(EnvImage)
+	}
+	if image == "" {
 		var err error
 		if image, err = MinirmqImage(ctx); err != nil {
-			tb.Fatalf("rmqcontainer: %v", err)
+			tb.Fatal(err)
 		}
 	}
 	c, err := Run(ctx, image, append([]Option{WithLogger(log.TestLogger(tb))}, opts...)...)
 	if err != nil {
-		tb.Fatalf("rmqcontainer: %v", err)
+		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := c.Terminate(ctx); err != nil {
-			tb.Errorf("rmqcontainer: %v", err)
+			tb.Error(err)
 		}
 	})
 	return c

@@ -127,10 +127,11 @@ func WithStartupTimeout(d time.Duration) Option {
 	}
 }
 
-// WithHostIP binds the mapped ports to this host address and advertises it to clients. By
-// default ports bind to 127.0.0.1 when the Docker engine runs on this machine, and to all
-// interfaces (advertising testcontainers' host, which honours TESTCONTAINERS_HOST_OVERRIDE)
-// otherwise.
+// WithHostIP binds the mapped ports to this host address and advertises it to clients; 0.0.0.0
+// binds all interfaces and advertises the default host. By default ports bind to 127.0.0.1 and
+// 127.0.0.1 is advertised when the Docker engine runs on this machine; otherwise ports bind to
+// all interfaces and testcontainers' Docker host is advertised (TESTCONTAINERS_HOST_OVERRIDE
+// sets it).
 func WithHostIP(ip string) Option {
 	return func(s *settings) {
 		if net.ParseIP(ip) == nil {
@@ -417,17 +418,19 @@ func bindPorts(ip string, ports []string) func(*container.HostConfig) {
 }
 
 // resolveHost picks the address clients use to reach mapped ports and the host IP to bind them
-// to. Binding to loopback keeps test brokers off the network, but only works when the engine
-// shares this machine's loopback: its socket is local and it reports this machine's host name.
+// to ("" = all interfaces). Binding to loopback keeps test brokers off the network, but only
+// works when the engine shares this machine's loopback: its socket is local and it reports this
+// machine's host name. testcontainers' own guess is not used then: inside a container it picks
+// a gateway address, which is wrong when the engine runs in that same container.
 func resolveHost(ctx context.Context, p *testcontainers.DockerProvider, hostIP string) (host, bindIP string, err error) {
-	if hostIP != "" {
-		if ip := net.ParseIP(hostIP); ip.IsUnspecified() {
-			h, err := p.DaemonHost(ctx)
-			return loopbackToIP(h), "", err
-		}
+	if hostIP != "" && !net.ParseIP(hostIP).IsUnspecified() {
 		return hostIP, hostIP, nil
 	}
-	if _, ok := os.LookupEnv("TESTCONTAINERS_HOST_OVERRIDE"); !ok && engineIsLocal(ctx, p) {
+	_, override := os.LookupEnv("TESTCONTAINERS_HOST_OVERRIDE")
+	if !override && engineIsLocal(ctx, p) {
+		if hostIP != "" { // explicitly all interfaces
+			return "127.0.0.1", "", nil
+		}
 		return "127.0.0.1", "127.0.0.1", nil
 	}
 	h, err := p.DaemonHost(ctx)
@@ -435,7 +438,7 @@ func resolveHost(ctx context.Context, p *testcontainers.DockerProvider, hostIP s
 		return "", "", fmt.Errorf("rmqcontainer: docker host: %w", err)
 	}
 	h = loopbackToIP(h)
-	if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+	if ip := net.ParseIP(h); hostIP == "" && ip != nil && ip.IsLoopback() {
 		// Docker Desktop and similar forward loopback bindings from their VM.
 		return h, "127.0.0.1", nil
 	}
