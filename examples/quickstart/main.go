@@ -1,0 +1,123 @@
+// Command quickstart publishes one message to RocketMQ and handles it with a typed router
+// handler. Without flags it runs on an embedded broker:
+//
+//	go run ./examples/quickstart
+//	go run ./examples/quickstart -namesrv 127.0.0.1:9876   # a real RocketMQ
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/rocketbus/rocketbus/examples/internal/env"
+	"github.com/rocketbus/rocketbus/rocketmq"
+	"github.com/rocketbus/rocketbus/router"
+)
+
+// OrderPlaced is the event of the example.
+type OrderPlaced struct {
+	ID    string `json:"id"`
+	Total int    `json:"total"`
+}
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "quickstart:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	var f env.Flags
+	if err := env.NewFlagSet("quickstart", stdout, &f).Parse(args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
+	defer cancel()
+	out := env.NewPrinter(stdout)
+	broker, err := env.Connect(f, out)
+	if err != nil {
+		return err
+	}
+	defer broker.Close()
+	topic, group := f.Name("quickstart_orders"), f.Name("quickstart_billing")
+
+	// The publisher side: a Watermill publisher for RocketMQ, and a typed publisher over it.
+	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	orders, err := router.NewPublisher(pub, router.JSON())
+	if err != nil {
+		return err
+	}
+
+	// The consumer side: one RocketMQ subscriber per consumer group, created by the router.
+	r, err := router.New(router.Config{
+		Publisher: pub,
+		NewSubscriber: func(group string) (message.Subscriber, error) {
+			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
+				NameServers:     broker.NameServers,
+				GroupFunc:       func(string) string { return group },
+				AutoCreateTopic: true,
+			}, watermill.NopLogger{})
+		},
+	})
+	if err != nil {
+		return err
+	}
+	handled := make(chan *OrderPlaced, 1)
+	err = router.Subscribe(r, topic, func(ctx context.Context, o *OrderPlaced) error {
+		tags, _ := rocketmq.TagsFromCtx(ctx)
+		msgID, _ := rocketmq.MsgIDFromCtx(ctx)
+		out.Printf("handled order %s (total %d, tag %q, RocketMQ message id %s)", o.ID, o.Total, tags, msgID)
+		handled <- o
+		return nil
+	}, router.WithGroup(group))
+	if err != nil {
+		return err
+	}
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(ctx) }()
+	select {
+	case <-r.Running():
+	case err := <-runErr:
+		return fmt.Errorf("router: %w", err)
+	}
+	out.Printf("router running: group %s subscribed to topic %s", group, topic)
+
+	order := OrderPlaced{ID: "1001", Total: 4200}
+	if err := orders.Publish(ctx, topic, order, router.WithMetadata(rocketmq.MetadataTags, "paid")); err != nil {
+		return err
+	}
+	out.Printf("published order %s to %s", order.ID, topic)
+
+	select {
+	case <-handled:
+	case err := <-runErr:
+		return fmt.Errorf("router stopped before the message was handled: %w", err)
+	case <-ctx.Done():
+		_ = r.Close()
+		return fmt.Errorf("no message handled: %w", ctx.Err())
+	}
+	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
+	defer stop()
+	if err := r.Shutdown(shutdownCtx); err != nil {
+		return err
+	}
+	if err := <-runErr; err != nil {
+		return err
+	}
+	out.Printf("done")
+	return nil
+}
