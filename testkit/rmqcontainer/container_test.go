@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -313,4 +314,34 @@ func TestResolveHost(t *testing.T) {
 			assert.Equal(t, tc.wantBind, bind)
 		})
 	}
+}
+
+// TestRequireDockerWithoutEngine runs a helper test in a child process (testcontainers caches
+// its Docker setup per process) where no engine can be reached: it must skip, and fail on CI.
+// testcontainers falls back to /var/run/docker.sock whenever DOCKER_HOST does not answer, and
+// that socket exists here, so the child names a runtime provider that does not exist instead.
+func TestRequireDockerWithoutEngine(t *testing.T) {
+	if os.Getenv("RMQC_CHILD") == "1" {
+		return
+	}
+	for _, tc := range []struct {
+		ci, want string
+	}{
+		{ci: "", want: "--- SKIP: TestRequireDockerChild"},
+		{ci: "true", want: "--- FAIL: TestRequireDockerChild"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRequireDockerChild$", "-test.v")
+		cmd.Env = append(os.Environ(), "RMQC_CHILD=1", "TESTCONTAINERS_PROVIDER=rmqcontainer-no-such-engine", EnvCI+"="+tc.ci)
+		out, _ := cmd.CombinedOutput()
+		assert.Contains(t, string(out), tc.want, "CI=%q", tc.ci)
+		assert.Contains(t, string(out), "no Docker engine answers", "CI=%q", tc.ci)
+	}
+}
+
+func TestRequireDockerChild(t *testing.T) {
+	if os.Getenv("RMQC_CHILD") != "1" {
+		t.Skip("run by TestRequireDockerWithoutEngine")
+	}
+	RequireDocker(t)
+	t.Fatal("RequireDocker returned although no engine answers")
 }
