@@ -142,7 +142,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	prog := &progress{done: map[string]int{}, all: make(chan struct{}), want: map[string]int{
 		"points": len(orders), "coupons": len(orders), "notification": len(orders) - 1, "ledger": len(orders), "poison": 1,
 	}}
-	corr := func(ctx context.Context) string { return router.Metadata(ctx).Get(wmmiddleware.CorrelationIDMetadataKey) }
+	corr := func(ctx context.Context) string {
+		return router.Metadata(ctx).Get(wmmiddleware.CorrelationIDMetadataKey)
+	}
 
 	// The points service awards 1 point per euro and announces it: its output carries the
 	// order's correlation id without the handler doing anything.
