@@ -19,8 +19,8 @@ import (
 // JetStream enabled, started for this test on 127.0.0.1 at a random port with its store in a
 // temporary directory; it needs nothing installed. A topic is a stream of the same name with
 // one subject. Fan-out subscribers are ephemeral consumers, a group is a durable queue consumer
-// named after the group; both start at the stream's first message, so a new subscriber also
-// receives messages published before it subscribed.
+// named after the group, kept when its members leave; both start at the stream's first
+// message, so a new subscriber also receives messages published before it subscribed.
 func NATS(tb testing.TB) Backend {
 	tb.Helper()
 	ns, err := server.NewServer(&server.Options{
@@ -56,6 +56,7 @@ type natsBackend struct {
 	url     string
 	js      nats.JetStreamContext
 	streams sync.Map // topic -> struct{}: streams known to exist
+	groups  sync.Map // topic + "\x00" + group -> struct{}: durable consumers known to exist
 }
 
 func (b *natsBackend) Name() string { return "nats" }
@@ -160,7 +161,7 @@ func (b *natsBackend) newSubscriber(tb testing.TB, group string) message.Subscri
 		conn.Close()
 		tb.Fatalf("testkit: NATS subscriber: %v", err)
 	}
-	s := &natsSubscriber{Subscriber: sub, b: b}
+	s := &natsSubscriber{Subscriber: sub, b: b, group: group}
 	closeOnCleanup(tb, "NATS subscriber", s)
 	return s
 }
@@ -191,12 +192,47 @@ func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
 
 type natsSubscriber struct {
 	*wnats.Subscriber
-	b *natsBackend
+	b     *natsBackend
+	group string
 }
 
 func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	if err := s.b.ensureStream(topic); err != nil {
 		return nil, err
 	}
+	if s.group != "" {
+		if err := s.b.ensureGroup(topic, s.group); err != nil {
+			return nil, err
+		}
+	}
 	return s.Subscriber.Subscribe(ctx, topic)
+}
+
+// ensureGroup creates the group's durable queue consumer before anyone subscribes. nats.go
+// deletes a consumer it created itself when that subscription ends, which would make the
+// group forget its position whenever its last member leaves; a consumer that already existed
+// is only unbound.
+func (b *natsBackend) ensureGroup(topic, group string) error {
+	key := topic + "\x00" + group
+	if _, ok := b.groups.Load(key); ok {
+		return nil
+	}
+	_, err := b.js.ConsumerInfo(topic, group)
+	if errors.Is(err, nats.ErrConsumerNotFound) {
+		_, err = b.js.AddConsumer(topic, &nats.ConsumerConfig{
+			Durable:        group,
+			DeliverSubject: nats.NewInbox(),
+			DeliverGroup:   group,
+			DeliverPolicy:  nats.DeliverAllPolicy,
+			AckPolicy:      nats.AckExplicitPolicy,
+		})
+		if errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
+			err = nil // created concurrently
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("testkit: creating JetStream consumer %q on stream %q: %w", group, topic, err)
+	}
+	b.groups.Store(key, struct{}{})
+	return nil
 }

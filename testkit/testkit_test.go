@@ -128,6 +128,57 @@ func TestLateSubscribers(t *testing.T) {
 	})
 }
 
+// TestGroupResumes checks that a consumer group outlives its members on the persistent
+// backends: messages published while the group has no member wait for it, and a new member
+// continues after what the group already consumed instead of starting over.
+func TestGroupResumes(t *testing.T) {
+	testkit.Each(t, func(t *testing.T, b testkit.Backend) {
+		if !b.Features().Persistent {
+			t.Skipf("%s keeps no messages for a group without members", b.Name())
+		}
+		topic := b.Topic(t)
+		pub := b.Publisher(t)
+
+		first := b.GroupSubscriber(t, "resume")
+		firstMsgs := subscribe(t, first, topic) // with RabbitMQ the group's queue appears here
+		before := publish(t, pub, topic, testMessages)
+		got := newTally(before)
+		got.collect(t, "first member", firstMsgs)
+		if missing := got.missing(); len(missing) > 0 {
+			t.Fatalf("first member is missing %d of %d messages", len(missing), len(before))
+		}
+		// Close acks what was handled and, for RocketMQ, commits the offsets.
+		if err := first.Close(); err != nil {
+			t.Fatalf("closing the first member: %v", err)
+		}
+
+		during := publish(t, pub, topic, testMessages)
+		all := map[string]string{}
+		for id, p := range before {
+			all[id] = p
+		}
+		for id, p := range during {
+			all[id] = p
+		}
+		later := newTally(all)
+		later.want = during
+		later.collect(t, "later member", subscribe(t, b.GroupSubscriber(t, "resume"), topic))
+		if missing := later.missing(); len(missing) > 0 {
+			t.Errorf("later member is missing %d of %d messages published while the group had no member", len(missing), len(during))
+		}
+		replayed := 0
+		later.mu.Lock()
+		for id := range before {
+			replayed += later.count[id]
+		}
+		later.mu.Unlock()
+		// At-least-once allows a few redeliveries, not a start from scratch.
+		if replayed >= len(before) {
+			t.Errorf("later member received %d deliveries of the %d messages the group had consumed: the group started over", replayed, len(before))
+		}
+	})
+}
+
 // subscribe subscribes with a context that ends with the test.
 func subscribe(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
 	t.Helper()
@@ -155,14 +206,15 @@ func publish(t testing.TB, pub message.Publisher, topic string, n int) map[strin
 
 // tally counts deliveries of the messages a test sent and checks their content.
 type tally struct {
-	sent map[string]string
+	sent map[string]string // every message the subscription may deliver
+	want map[string]string // the messages collect waits for
 
 	mu    sync.Mutex
 	count map[string]int
 }
 
 func newTally(sent map[string]string) *tally {
-	return &tally{sent: sent, count: map[string]int{}}
+	return &tally{sent: sent, want: sent, count: map[string]int{}}
 }
 
 // record acks msg and counts it; it reports whether every sent message has now arrived.
@@ -187,7 +239,7 @@ func (g *tally) complete() bool {
 }
 
 func (g *tally) allSeenLocked() bool {
-	for id := range g.sent {
+	for id := range g.want {
 		if g.count[id] == 0 {
 			return false
 		}
@@ -245,7 +297,7 @@ func (g *tally) missing() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var ids []string
-	for id := range g.sent {
+	for id := range g.want {
 		if g.count[id] == 0 {
 			ids = append(ids, id)
 		}
