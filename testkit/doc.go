@@ -38,6 +38,10 @@
 //   - GroupSubscriber: subscribers sharing a group name compete; each message goes to one member
 //     (at least once: a rebalance may deliver a message twice). Different groups each get
 //     every message.
+//   - A nacked message is delivered again, with its UUID, payload and metadata.
+//   - On the persistent backends (all but gochannel) a group outlives its members: messages
+//     published while it has none wait for it, and a new member continues where the group
+//     stopped.
 //
 // Where the brokers differ, Features reports it; the differences worth knowing:
 //   - Messages published before any subscriber existed: kept for later subscribers by

@@ -179,6 +179,34 @@ func TestGroupResumes(t *testing.T) {
 	})
 }
 
+// TestNackRedelivers checks that a nacked message comes back, with the same UUID, payload and
+// metadata, on every backend.
+func TestNackRedelivers(t *testing.T) {
+	testkit.Each(t, func(t *testing.T, b testkit.Backend) {
+		topic := b.Topic(t)
+		msgs := subscribe(t, b.GroupSubscriber(t, "nack"), topic)
+		sent := publish(t, b.Publisher(t), topic, 1)
+
+		timeout := time.After(deliveryTimeout)
+		for attempt := 1; attempt <= 2; attempt++ {
+			select {
+			case msg := <-msgs:
+				if want, ok := sent[msg.UUID]; !ok || string(msg.Payload) != want || msg.Metadata.Get("index") != "0" {
+					t.Fatalf("delivery %d: got message %s with payload %q and index %q, published %v with index 0",
+						attempt, msg.UUID, msg.Payload, msg.Metadata.Get("index"), sent)
+				}
+				if attempt == 1 {
+					msg.Nack()
+				} else {
+					msg.Ack()
+				}
+			case <-timeout:
+				t.Fatalf("delivery %d did not arrive within %v", attempt, deliveryTimeout)
+			}
+		}
+	})
+}
+
 // subscribe subscribes with a context that ends with the test.
 func subscribe(t testing.TB, sub message.Subscriber, topic string) <-chan *message.Message {
 	t.Helper()
