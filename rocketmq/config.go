@@ -3,7 +3,6 @@ package rocketmq
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -25,8 +24,6 @@ const (
 	defaultBatchMaxBytes = 1024 * 1024
 )
 
-var namePattern = regexp.MustCompile(`^[%|a-zA-Z0-9_-]+$`)
-
 // validateName checks a topic or group name the way the broker does; the client itself only finds
 // out through an opaque response code, or not at all for groups derived at run time.
 func validateName(kind, name string) error {
@@ -36,10 +33,23 @@ func validateName(kind, name string) error {
 	if len(name) > maxNameLength {
 		return fmt.Errorf("rocketmq: %s name %q is longer than %d characters", kind, name, maxNameLength)
 	}
-	if !namePattern.MatchString(name) {
+	if !validNameChars(name) {
 		return fmt.Errorf("rocketmq: %s name %q contains characters RocketMQ does not allow (only letters, digits, '%%', '|', '_' and '-')", kind, name)
 	}
 	return nil
+}
+
+func validNameChars(name string) bool {
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9',
+			c == '%', c == '|', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // PublisherConfig configures a Publisher. Only NameServers is required.

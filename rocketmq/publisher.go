@@ -105,17 +105,20 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	if err := validateName("topic", topic); err != nil {
 		return err
 	}
-	out, err := marshalAll(p.config, topic, msgs)
+	out, propSizes, err := marshalAll(p.config, topic, msgs)
 	if err != nil {
 		return err
 	}
+	// encodedSize approximates the size of a message in a batch body (the client's
+	// Message.Marshal layout).
+	encodedSize := func(i int) int { return 20 + len(out[i].Body) + propSizes[i] }
 
 	for start := 0; start < len(out); {
 		end := start + 1
-		if !p.config.DisableBatch && batchable(out[start]) {
-			size := encodedSize(out[start])
-			for end < len(out) && batchable(out[end]) && size+encodedSize(out[end]) <= p.config.BatchMaxBytes {
-				size += encodedSize(out[end])
+		if !p.config.DisableBatch && len(out) > 1 && batchable(out[start]) {
+			size := encodedSize(start)
+			for end < len(out) && batchable(out[end]) && size+encodedSize(end) <= p.config.BatchMaxBytes {
+				size += encodedSize(end)
 				end++
 			}
 		}
@@ -132,18 +135,19 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 
 // marshalAll converts every message before anything is sent, so that a bad message in the middle
 // of a call does not leave half of it published.
-func marshalAll(config PublisherConfig, topic string, msgs []*message.Message) ([]*primitive.Message, error) {
+func marshalAll(config PublisherConfig, topic string, msgs []*message.Message) ([]*primitive.Message, []int, error) {
 	out := make([]*primitive.Message, len(msgs))
+	propSizes := make([]int, len(msgs))
 	for i, msg := range msgs {
 		if msg == nil {
-			return nil, fmt.Errorf("rocketmq: message %d of %d is nil", i, len(msgs))
+			return nil, nil, fmt.Errorf("rocketmq: message %d of %d is nil", i, len(msgs))
 		}
 		if len(msg.Payload) > config.MaxMessageSize {
-			return nil, fmt.Errorf("%w: message %s has a %d byte body, the limit is %d", ErrMessageTooLarge, msg.UUID, len(msg.Payload), config.MaxMessageSize)
+			return nil, nil, fmt.Errorf("%w: message %s has a %d byte body, the limit is %d", ErrMessageTooLarge, msg.UUID, len(msg.Payload), config.MaxMessageSize)
 		}
 		m, err := config.Marshaler.Marshal(topic, msg)
 		if err != nil {
-			return nil, fmt.Errorf("rocketmq: marshal message %s: %w", msg.UUID, err)
+			return nil, nil, fmt.Errorf("rocketmq: marshal message %s: %w", msg.UUID, err)
 		}
 		if m.GetTags() == "" && config.TagFunc != nil {
 			m.WithTag(config.TagFunc(topic, msg))
@@ -156,12 +160,23 @@ func marshalAll(config PublisherConfig, topic string, msgs []*message.Message) (
 		if m.GetShardingKey() == "" && config.ShardingKeyFunc != nil {
 			m.WithShardingKey(config.ShardingKeyFunc(topic, msg))
 		}
-		if n := len(m.MarshallProperties()); n > maxPropertiesSize {
-			return nil, fmt.Errorf("%w: message %s has %d bytes of properties, the broker limit is %d", ErrMessageTooLarge, msg.UUID, n, maxPropertiesSize)
+		n := propertiesSize(m)
+		if n > maxPropertiesSize {
+			return nil, nil, fmt.Errorf("%w: message %s has %d bytes of properties, the broker limit is %d", ErrMessageTooLarge, msg.UUID, n, maxPropertiesSize)
 		}
 		out[i] = m
+		propSizes[i] = n
 	}
-	return out, nil
+	return out, propSizes, nil
+}
+
+// propertiesSize is the length of m's encoded properties (key \u0001 value \u0002 per entry).
+func propertiesSize(m *primitive.Message) int {
+	n := 0
+	for k, v := range m.GetProperties() {
+		n += len(k) + len(v) + 2
+	}
+	return n
 }
 
 // batchable reports whether the broker accepts m inside a batch: it refuses delayed and
@@ -171,11 +186,6 @@ func batchable(m *primitive.Message) bool {
 		m.GetProperty(deliverTimeProperty) == "" &&
 		m.GetShardingKey() == "" &&
 		m.GetProperty(primitive.PropertyTransactionPrepared) == ""
-}
-
-// encodedSize approximates the size of m in a batch body (the client's Message.Marshal layout).
-func encodedSize(m *primitive.Message) int {
-	return 20 + len(m.Body) + len(m.MarshallProperties())
 }
 
 func (p *Publisher) send(first *message.Message, batch []*primitive.Message) error {

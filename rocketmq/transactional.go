@@ -154,7 +154,7 @@ func (p *TransactionalPublisher) PublishInTransaction(topic string, msg *message
 	if err := validateName("topic", topic); err != nil {
 		return TransactionUnknown, err
 	}
-	out, err := marshalAll(p.config.PublisherConfig, topic, []*message.Message{msg})
+	out, _, err := marshalAll(p.config.PublisherConfig, topic, []*message.Message{msg})
 	if err != nil {
 		return TransactionUnknown, err
 	}
