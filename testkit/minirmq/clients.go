@@ -20,9 +20,13 @@ type clientRegistry struct {
 }
 
 type consumerReg struct {
-	conn         *conn
-	messageModel string
-	lastSeen     time.Time
+	conn             *conn
+	messageModel     string
+	consumeType      string
+	consumeFromWhere string
+	language         string
+	version          int32
+	lastSeen         time.Time
 }
 
 func newClientRegistry() *clientRegistry {
@@ -53,6 +57,8 @@ type heartbeatBody struct {
 	ConsumerDataSet []struct {
 		GroupName           string          `json:"groupName"`
 		MessageModel        json.RawMessage `json:"messageModel"`
+		ConsumeType         json.RawMessage `json:"consumeType"`
+		ConsumeFromWhere    json.RawMessage `json:"consumeFromWhere"`
 		SubscriptionDataSet []struct {
 			Topic          string `json:"topic"`
 			SubString      string `json:"subString"`
@@ -90,7 +96,8 @@ func (s *Server) handleHeartbeat(c *conn, req *command) *command {
 		if !known || reg.conn != c {
 			changed = append(changed, cd.GroupName)
 		}
-		g[hb.ClientID] = &consumerReg{conn: c, messageModel: strings.Trim(string(cd.MessageModel), `"`), lastSeen: now}
+		g[hb.ClientID] = &consumerReg{conn: c, messageModel: enumName(cd.MessageModel), consumeType: enumName(cd.ConsumeType),
+			consumeFromWhere: enumName(cd.ConsumeFromWhere), language: req.Language, version: req.Version, lastSeen: now}
 		subs := map[string]string{}
 		for _, sd := range cd.SubscriptionDataSet {
 			subs[sd.Topic] = sd.SubString
@@ -104,6 +111,19 @@ func (s *Server) handleHeartbeat(c *conn, req *command) *command {
 	s.mu.Unlock()
 	sendNotifications(notify)
 	return success()
+}
+
+// enumName reads an enum the Java client writes as a string and the Go client as a string or
+// number, and names it the way the real broker answers (CLUSTERING, CONSUME_FROM_FIRST_OFFSET).
+func enumName(raw json.RawMessage) string {
+	v := strings.Trim(string(raw), `"`)
+	switch strings.ToLower(v) {
+	case "clustering":
+		return "CLUSTERING"
+	case "broadcasting":
+		return "BROADCASTING"
+	}
+	return v
 }
 
 func (s *Server) handleUnregister(req *command) *command {

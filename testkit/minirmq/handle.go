@@ -38,6 +38,12 @@ const (
 	reqGetAllTopicList          = 206
 	reqDeleteTopicInBroker      = 215
 	reqDeleteTopicInNamesrv     = 216
+	reqGetTopicStatsInfo        = 202
+	reqGetConsumerConnList      = 203
+	reqGetConsumeStats          = 208
+	reqInvokeBrokerResetOffset  = 222
+	reqQueryTopicConsumeByWho   = 300
+	reqResetConsumerClientOff   = 220
 	reqSendMessageV2            = 310
 	reqSendBatchMessage         = 320
 )
@@ -58,6 +64,7 @@ const (
 	codeQueryNotFound         = 22
 	codeSubscriptionParseFail = 23
 	codeSubscriptionNotExist  = 24
+	codeConsumerNotOnline     = 206
 )
 
 func response(code int16, remark string) *command {
@@ -135,6 +142,24 @@ func (s *Server) handle(c *conn, req *command) *command {
 		return s.handleGetBrokerConfig()
 	case reqGetAllSubscriptionGroup:
 		return s.handleSubscriptionGroups()
+	case reqGetBrokerRuntimeInfo:
+		return s.handleRuntimeInfo()
+	case reqGetTopicStatsInfo:
+		return s.handleTopicStats(req)
+	case reqGetConsumeStats:
+		return s.handleConsumeStats(req)
+	case reqGetConsumerConnList:
+		return s.handleConsumerConnections(req)
+	case reqQueryTopicConsumeByWho:
+		return s.handleConsumeByWho(req)
+	case reqGetEarliestMsgStoretime:
+		return s.handleEarliestStoreTime(req)
+	case reqViewMessageByID:
+		return s.handleViewMessage(req)
+	case reqQueryMessage:
+		return s.handleQueryMessage(req)
+	case reqInvokeBrokerResetOffset:
+		return s.handleResetOffset(req)
 	}
 	return errorf(codeRequestNotSupported, " request type %d not supported", req.Code)
 }

@@ -29,6 +29,7 @@ const (
 	propTimerDeliver  = "TIMER_DELIVER_MS"
 	propTimerDelaySec = "TIMER_DELAY_SEC"
 	propTimerDelayMs  = "TIMER_DELAY_MS"
+	propCluster       = "CLUSTER"
 
 	nameValueSep = '\x01'
 	propertySep  = '\x02'

@@ -48,6 +48,9 @@ type Server struct {
 	connWG   sync.WaitGroup
 	loopWG   sync.WaitGroup
 	opaqueID atomic.Int32
+
+	started  time.Time
+	gotCount atomic.Int64 // messages returned by pulls, for runtime stats
 }
 
 type config struct {
@@ -153,6 +156,7 @@ func New(opts ...Option) (*Server, error) {
 		brokerWrite: true,
 		conns:       map[*conn]struct{}{},
 		stop:        make(chan struct{}),
+		started:     time.Now(),
 	}
 	s.sched = newScheduler()
 	s.store.createTopic(defaultTopic, cfg.queueNums, cfg.queueNums, permRW|permInherit)

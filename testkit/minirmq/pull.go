@@ -145,6 +145,7 @@ func (s *Server) tryPull(p *pullRequest) (*command, <-chan struct{}) {
 	if count == 0 {
 		return pullResp(codePullRetryImmediately, next), nil
 	}
+	s.gotCount.Add(int64(count))
 	return withBody(pullResp(codeSuccess, next), body), nil
 }
 

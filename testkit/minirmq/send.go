@@ -72,7 +72,12 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 	if len(h.properties) > maxPropertiesLen {
 		return errorf(codeMessageIllegal, "message properties length too long, max %d", maxPropertiesLen)
 	}
-	entries := []batchEntry{{flag: h.flag, body: req.Body, properties: h.properties}}
+	props := h.properties
+	if !batch && propertyOf(props, propCluster) == "" {
+		// The broker stamps single sends with its cluster name (batches keep their own properties).
+		props += propCluster + string(rune(nameValueSep)) + s.cfg.clusterName + string(rune(propertySep))
+	}
+	entries := []batchEntry{{flag: h.flag, body: req.Body, properties: props}}
 	if batch {
 		var err error
 		if entries, err = decodeBatch(req.Body); err != nil {

@@ -104,6 +104,7 @@ type store struct {
 	logHead int       // log[:logHead] were dropped by retention (kept nil until compacted)
 	nextPhy int64
 	bytes   int64
+	puts    int64
 	// offsets: group -> topic@queue -> committed offset.
 	offsets map[string]map[queueKey]int64
 }
@@ -138,6 +139,7 @@ func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, ph
 		queueOffset: f.queueOffset, phys: f.phys, storeTs: f.storeTs}
 	s.nextPhy += int64(len(enc))
 	s.bytes += int64(len(enc))
+	s.puts++
 	s.log = append(s.log, st)
 	q.msgs = append(q.msgs, st)
 	close(q.arrived)
