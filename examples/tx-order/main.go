@@ -45,10 +45,10 @@ type OrderCreated struct {
 type fate int
 
 const (
-	ok             fate = iota // INSERT commits, the message is committed
-	outOfStock                 // the local transaction fails: rollback, no message
-	crashAfterDB               // INSERT commits, the process dies before the commit reaches the broker
-	crashBeforeDB              // the process dies in the middle of the local transaction
+	ok            fate = iota // INSERT commits, the message is committed
+	outOfStock                // the local transaction fails: rollback, no message
+	crashAfterDB              // INSERT commits, the process dies before the commit reaches the broker
+	crashBeforeDB             // the process dies in the middle of the local transaction
 )
 
 var scenario = []struct {
