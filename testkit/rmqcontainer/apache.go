@@ -9,7 +9,10 @@ import (
 )
 
 // Ports inside the container. The apache/rocketmq images run the name server on 9876 and the
-// broker on 10911 (10909 is the broker's "VIP channel", which some clients still dial).
+// broker on 10911. 10909 is the broker's "VIP channel"; clients that enable it dial the
+// advertised broker port minus 2, which a random host mapping does not preserve, so clients
+// outside Docker must leave it off (the Go client never uses it, Java's default is off). It is
+// published anyway for tools that target it explicitly.
 const (
 	nameServerPort = "9876/tcp"
 	brokerPort     = "10911/tcp"
