@@ -211,3 +211,123 @@ func BenchmarkEndToEndLatency(b *testing.B) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
+
+// The machine the benchmarks run on may be shared, so the comparisons below alternate rounds of
+// both sides and compare their summed times: a load spike then hits both.
+
+const abRounds = 10
+
+func runParallel(workers, n int, send func() error) error {
+	var next atomic.Int64
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			for next.Add(1) <= int64(n) {
+				if err := send(); err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	var first error
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func reportAB(b *testing.B, n int, ours, raw time.Duration) {
+	b.ReportMetric(float64(n)/ours.Seconds(), "ours-msgs/s")
+	b.ReportMetric(float64(n)/raw.Seconds(), "raw-msgs/s")
+	b.ReportMetric(100*(ours.Seconds()-raw.Seconds())/raw.Seconds(), "overhead-%")
+}
+
+// BenchmarkPublishOverheadAB: Publisher.Publish vs producer.SendSync, 16 concurrent senders each.
+func BenchmarkPublishOverheadAB(b *testing.B) {
+	ns := nameServers(b)
+	const workers = 16
+	topic := benchTopic(b, ns, "bench-ab-pub")
+	pub := newPublisher(b, ns)
+	raw, err := producer.NewDefaultProducer(
+		producer.WithNameServer(ns),
+		producer.WithGroupName("bench_raw"),
+		producer.WithInstanceName("bench-raw-"+watermill.NewShortUUID()),
+	)
+	require.NoError(b, err)
+	require.NoError(b, raw.Start())
+	b.Cleanup(func() { _ = raw.Shutdown() })
+
+	perRound := max(b.N/abRounds, 1)
+	var ours, rawTime time.Duration
+	b.ResetTimer()
+	for r := 0; r < abRounds; r++ {
+		start := time.Now()
+		require.NoError(b, runParallel(workers, perRound, func() error {
+			msg := message.NewMessage(watermill.NewUUID(), benchPayload)
+			msg.Metadata.Set("k", "v")
+			return pub.Publish(topic, msg)
+		}))
+		ours += time.Since(start)
+		start = time.Now()
+		require.NoError(b, runParallel(workers, perRound, func() error {
+			msg := primitive.NewMessage(topic, benchPayload)
+			msg.WithProperty(rocketmq.UUIDProperty, watermill.NewUUID())
+			msg.WithProperty("k", "v")
+			_, err := raw.SendSync(context.Background(), msg)
+			return err
+		}))
+		rawTime += time.Since(start)
+	}
+	reportAB(b, perRound*abRounds, ours, rawTime)
+}
+
+// BenchmarkSubscribeOverheadAB: draining stored messages with Subscriber + immediate Ack vs a raw
+// push consumer returning success, each round on a fresh topic with the same messages count.
+func BenchmarkSubscribeOverheadAB(b *testing.B) {
+	ns := nameServers(b)
+	perRound := max(b.N/abRounds, 1)
+	var ours, rawTime time.Duration
+	for r := 0; r < abRounds; r++ {
+		topic := prefill(b, ns, perRound)
+		b.StopTimer()
+		start := time.Now()
+		sub := newSubscriber(b, ns)
+		msgs, err := sub.Subscribe(context.Background(), topic)
+		require.NoError(b, err)
+		for seen := map[string]struct{}{}; len(seen) < perRound; {
+			msg := <-msgs
+			seen[msg.UUID] = struct{}{}
+			msg.Ack()
+		}
+		ours += time.Since(start)
+		require.NoError(b, sub.Close())
+
+		topic = prefill(b, ns, perRound)
+		b.StopTimer()
+		start = time.Now()
+		var count atomic.Int64
+		done := make(chan struct{})
+		pc, err := consumer.NewPushConsumer(
+			consumer.WithNameServer(ns),
+			consumer.WithGroupName("bench_raw_"+watermill.NewShortUUID()),
+			consumer.WithInstance("bench-raw-"+watermill.NewShortUUID()),
+			consumer.WithConsumeFromWhere(consumer.ConsumeFromFirstOffset),
+		)
+		require.NoError(b, err)
+		require.NoError(b, pc.Subscribe(topic, consumer.MessageSelector{}, func(_ context.Context, ms ...*primitive.MessageExt) (consumer.ConsumeResult, error) {
+			if count.Add(int64(len(ms))) == int64(perRound) {
+				close(done)
+			}
+			return consumer.ConsumeSuccess, nil
+		}))
+		require.NoError(b, pc.Start())
+		<-done
+		rawTime += time.Since(start)
+		_ = pc.Shutdown()
+	}
+	reportAB(b, perRound*abRounds, ours, rawTime)
+}

@@ -27,8 +27,8 @@ func withDeliveryInfo(ctx context.Context, ext *primitive.MessageExt, group stri
 	info := &deliveryInfo{
 		msgID:          ext.MsgId,
 		topic:          ext.Topic,
-		tags:           ext.GetTags(),
-		keys:           ext.GetKeys(),
+		tags:           ext.GetProperty(primitive.PropertyTags),
+		keys:           ext.GetProperty(primitive.PropertyKeys),
 		queueOffset:    ext.QueueOffset,
 		reconsumeTimes: ext.ReconsumeTimes,
 		bornTimestamp:  time.UnixMilli(ext.BornTimestamp),

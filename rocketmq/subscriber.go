@@ -210,8 +210,7 @@ func (s *Subscriber) consumerOptions(group string) []consumer.Option {
 		consumer.WithConsumerOrder(c.Orderly),
 		consumer.WithConsumeGoroutineNums(c.ConsumeGoroutines),
 		consumer.WithPullBatchSize(c.PullBatchSize),
-		// One message per callback: Ack and Nack are per message in Watermill.
-		consumer.WithConsumeMessageBatchMaxSize(1),
+		consumer.WithConsumeMessageBatchMaxSize(s.callbackBatchSize()),
 	}
 	if c.ConsumeFrom == ConsumeFromTimestamp {
 		opts = append(opts, consumer.WithConsumeTimestamp(c.ConsumeTimestamp.Format("20060102150405")))
@@ -226,6 +225,17 @@ func (s *Subscriber) consumerOptions(group string) []consumer.Option {
 		opts = append(opts, consumer.WithCredentials(c.Credentials))
 	}
 	return opts
+}
+
+// callbackBatchSize is how many messages one client callback carries. The client can only
+// retry or commit a callback's messages together, so broker retries and orderly mode need one
+// message per callback. With local redelivery a callback delivers its messages one after the
+// other, which saves the client a goroutine and bookkeeping per message.
+func (s *Subscriber) callbackBatchSize() int {
+	if s.config.NackMode == NackRedeliverLocally && !s.config.Orderly {
+		return int(s.config.PullBatchSize)
+	}
+	return 1
 }
 
 func (s *Subscriber) selector() consumer.MessageSelector {
@@ -431,13 +441,16 @@ func (sub *subscription) consume(ctx context.Context, msgs ...*primitive.Message
 // handle delivers one message until it is acked, nacked for a broker retry, or the
 // subscription stops. It returns the retry delay level a handler asked for.
 func (sub *subscription) handle(ext *primitive.MessageExt) (outcome, int) {
-	logFields := watermill.LogFields{"topic": sub.topic, "group": sub.group, "msg_id": ext.MsgId}
+	// Built only when something is logged: the hot path should not allocate a map per message.
+	logFields := func() watermill.LogFields {
+		return watermill.LogFields{"topic": sub.topic, "group": sub.group, "msg_id": ext.MsgId}
+	}
 	for {
 		msg, err := sub.s.config.Unmarshaler.Unmarshal(ext)
 		if err != nil {
 			// It will never decode: send it to the DLQ (concurrent clustering mode) rather
 			// than let it vanish or block the queue.
-			sub.s.logger.Error("Cannot unmarshal message, sending it to the DLQ", err, logFields)
+			sub.s.logger.Error("Cannot unmarshal message, sending it to the DLQ", err, logFields())
 			return outcomeNack, -1
 		}
 		if !sub.startDelivery() {
@@ -463,7 +476,7 @@ func (sub *subscription) handle(ext *primitive.MessageExt) (outcome, int) {
 			cancel()
 			sub.endDelivery()
 			if sub.s.config.NackMode == NackBrokerRetry {
-				return outcomeNack, retryDelayLevel(msg, sub.s.logger, logFields)
+				return outcomeNack, retryDelayLevel(msg, sub.s.logger, logFields())
 			}
 			if d := sub.s.config.NackResendSleep; d > 0 {
 				select {
