@@ -19,12 +19,16 @@ import (
 
 // fakeApacheDockerfile mimics the apache/rocketmq images' layout: ROCKETMQ_HOME with bin/mqnamesrv
 // and bin/mqbroker, ports 9876/10909/10911 exposed, a shell. The "Java" processes are
-// internal/fakeapache; the shell is this machine's dash with its libc (nothing is pulled).
+// internal/fakeapache; the shell is this machine's dash with its libc (nothing is pulled). Its
+// entrypoint fails, so the test also proves Run replaces it, as it must replace the real images'
+// docker-entrypoint.sh.
 const fakeApacheDockerfile = `FROM scratch
 COPY rootfs/ /
 ENV ROCKETMQ_HOME=/home/rocketmq/rocketmq-5.3.1 HOME=/home/rocketmq PATH=/bin
 EXPOSE 9876 10909 10911 10912
 WORKDIR /home/rocketmq/rocketmq-5.3.1/bin
+ENTRYPOINT ["/fakeapache", "entrypoint-not-overridden"]
+CMD ["nameserver"]
 `
 
 // fakeApacheContext writes the build context of the fake apache/rocketmq image into dir, or

@@ -190,6 +190,9 @@ type Container struct {
 	terminateErr  error
 }
 
+// A Container works with testcontainers' helpers (testcontainers.CleanupContainer and the like).
+var _ testcontainers.Container = (*Container)(nil)
+
 // Layout is the layout the container was started with (never LayoutAuto).
 func (c *Container) Layout() Layout { return c.layout }
 
@@ -337,9 +340,10 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 		customizers = append(customizers, testcontainers.WithWaitStrategyAndDeadline(timeout, registered))
 	case LayoutApache:
 		heap, _ := parseHeap(s.heap) // validated by WithJVMHeap or the default
+		// Overriding the entrypoint also drops the image's CMD (Docker's rule), so the images'
+		// own entrypoint scripts and default commands stay out of the way.
 		customizers = append(customizers,
 			testcontainers.WithEntrypoint("sh", "-c", apacheStartScript),
-			testcontainers.WithCmd(),
 			testcontainers.WithEnv(apacheEnv(brokerConfigText(s.brokerConfig), heap)),
 			testcontainers.WithWaitStrategyAndDeadline(timeout, registered))
 	}
