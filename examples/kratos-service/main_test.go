@@ -1,0 +1,44 @@
+package main
+
+import (
+	"context"
+	"regexp"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/rocketbus/rocketbus/examples/internal/extest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, extest.LeakOptions()...)
+}
+
+func TestKratosServiceDemo(t *testing.T) {
+	extest.SkipUnderRace(t)
+	var out extest.Output
+	args := append(extest.BrokerArgs(t), "-demo", "-http", "127.0.0.1:0")
+	require.NoError(t, run(context.Background(), args, &out), out.String())
+	t.Log("\n" + out.String())
+
+	m := regexp.MustCompile(`POST /orders -> order o-1001 placed \(request trace ([0-9a-f]{32})\)`).FindStringSubmatch(out.String())
+	require.NotNil(t, m, "the order was placed through the HTTP API")
+	traceID := m[1]
+	assert.NotEqual(t, "00000000000000000000000000000000", traceID)
+	assert.Len(t, out.Lines("GET /orders/o-1001 -> confirmed by the message handler (handler trace "+traceID+")"), 1)
+
+	// The spans of that trace: the HTTP server span, the producer span of the publish, the
+	// consumer span and Kratos' own server span in the bus server's middleware chain.
+	var names []string
+	for _, l := range out.Lines("span: trace " + traceID) {
+		names = append(names, regexp.MustCompile(`span: trace \S+\s+(\S+)\s+(.*)$`).FindStringSubmatch(l)[1:]...)
+	}
+	assert.Subset(t, names, []string{"server", "/orders", "producer", "send example_order_placed", "consumer", "process example_order_placed"})
+}
+
+func TestKratosServiceBadFlag(t *testing.T) {
+	var out extest.Output
+	require.Error(t, run(context.Background(), []string{"-http"}, &out))
+}
