@@ -70,4 +70,6 @@ func (uc *OrderUsecase) Confirm(ctx context.Context, ev *OrderPlaced) error {
 }
 
 // Get returns an order.
-func (uc *OrderUsecase) Get(ctx context.Context, id string) (*Order, error) { return uc.repo.Get(ctx, id) }
+func (uc *OrderUsecase) Get(ctx context.Context, id string) (*Order, error) {
+	return uc.repo.Get(ctx, id)
+}
