@@ -130,11 +130,12 @@ func parseHeap(s string) (int64, error) {
 
 // apacheEnv is the environment for the apache/rocketmq layout. Name server and broker both read
 // the heap settings, so the container needs about twice the heap plus direct memory.
-func apacheEnv(brokerConf string, heapBytes int64) map[string]string {
+func apacheEnv(brokerConf string, heapBytes int64, jvmOptions []string) map[string]string {
+	javaOpts := append([]string{fmt.Sprintf("-Xms%d -Xmx%d -Xmn%d", heapBytes, heapBytes, heapBytes/2)}, jvmOptions...)
 	return map[string]string{
 		envBrokerConf: brokerConf,
 		envMaxHeap:    strconv.FormatInt(heapBytes, 10),
-		envJavaOptExt: fmt.Sprintf("-Xms%d -Xmx%d -Xmn%d", heapBytes, heapBytes, heapBytes/2),
+		envJavaOptExt: strings.Join(javaOpts, " "),
 		// Tools run inside the container (mqadmin) find the name server without -n.
 		"NAMESRV_ADDR": "localhost:9876",
 	}

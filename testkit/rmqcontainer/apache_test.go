@@ -65,11 +65,14 @@ func TestParseHeap(t *testing.T) {
 }
 
 func TestApacheEnv(t *testing.T) {
-	env := apacheEnv("a=b\n", 512<<20)
+	env := apacheEnv("a=b\n", 512<<20, nil)
 	assert.Equal(t, "a=b\n", env[envBrokerConf])
 	assert.Equal(t, "536870912", env[envMaxHeap])
 	assert.Equal(t, "-Xms536870912 -Xmx536870912 -Xmn268435456", env[envJavaOptExt])
 	assert.Equal(t, "localhost:9876", env["NAMESRV_ADDR"])
+	env = apacheEnv("", 256<<20, []string{"--add-opens", "java.base/java.nio=ALL-UNNAMED"})
+	assert.Equal(t, "-Xms268435456 -Xmx268435456 -Xmn134217728 --add-opens java.base/java.nio=ALL-UNNAMED", env[envJavaOptExt],
+		"extra options come after the heap flags")
 }
 
 func TestOptionErrorsReachRun(t *testing.T) {
@@ -81,6 +84,7 @@ func TestOptionErrorsReachRun(t *testing.T) {
 		"layout":     WithLayout(Layout(7)),
 		"dockerfile": WithDockerfile("", ""),
 		"logger":     WithLogger(nil),
+		"jvm option": WithJVMOptions("-Da=1\n-Db=2"),
 	} {
 		_, err := Run(context.Background(), "img", opt)
 		if assert.Error(t, err, name) {

@@ -59,6 +59,7 @@ type settings struct {
 	layout         Layout
 	brokerConfig   map[string]string
 	heap           string
+	jvmOptions     []string
 	startupTimeout time.Duration
 	hostIP         string
 	dockerfile     *testcontainers.FromDockerfile
@@ -96,6 +97,21 @@ func WithJVMHeap(size string) Option {
 			return
 		}
 		s.heap = size
+	}
+}
+
+// WithJVMOptions appends options to both JVMs' command lines (through JAVA_OPT_EXT, after the
+// heap flags), e.g. "--add-opens" flags for images that run RocketMQ 4.x on Java 17.
+// Single-port images ignore them.
+func WithJVMOptions(opts ...string) Option {
+	return func(s *settings) {
+		for _, o := range opts {
+			if strings.ContainsAny(o, "\n\r") {
+				s.errs = append(s.errs, fmt.Errorf("rmqcontainer: JVM option %q contains a line break", o))
+				return
+			}
+		}
+		s.jvmOptions = append(s.jvmOptions, opts...)
 	}
 }
 
@@ -344,7 +360,7 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 		// own entrypoint scripts and default commands stay out of the way.
 		customizers = append(customizers,
 			testcontainers.WithEntrypoint("sh", "-c", apacheStartScript),
-			testcontainers.WithEnv(apacheEnv(brokerConfigText(s.brokerConfig), heap)),
+			testcontainers.WithEnv(apacheEnv(brokerConfigText(s.brokerConfig), heap, s.jvmOptions)),
 			testcontainers.WithWaitStrategyAndDeadline(timeout, registered))
 	}
 	customizers = append(customizers, s.customizers...)
