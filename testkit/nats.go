@@ -45,7 +45,12 @@ func NATS(tb testing.TB) Backend {
 	}
 	b := &natsBackend{url: ns.ClientURL()}
 	admin := b.connect(tb, "testkit-admin")
-	tb.Cleanup(admin.Close)
+	tb.Cleanup(func() {
+		admin.Close()
+		if err := admin.waitClosed(); err != nil {
+			tb.Error(err)
+		}
+	})
 	if b.js, err = admin.JetStream(); err != nil {
 		tb.Fatalf("testkit: JetStream context on embedded nats-server: %v", err)
 	}
@@ -91,23 +96,35 @@ func (b *natsBackend) ensureStream(topic string) error {
 	return nil
 }
 
-// connect opens a client connection whose full shutdown the test waits for: nats.Conn closes
-// asynchronously (Drain returns at once), and goleak would otherwise catch its goroutines.
-func (b *natsBackend) connect(tb testing.TB, name string) *nats.Conn {
+// natsConn is a client connection whose shutdown can be waited for: nats.Conn closes
+// asynchronously (the subscriber's Drain returns at once).
+type natsConn struct {
+	*nats.Conn
+	name   string
+	closed chan struct{}
+}
+
+// waitClosed waits until the connection has finished closing. After a drain that means the
+// server has processed the unsubscribes, so nothing published afterwards is pushed to (and
+// dropped by) a closing subscriber, which would hold it until JetStream's 30s ack wait ends.
+func (c *natsConn) waitClosed() error {
+	select {
+	case <-c.closed:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("testkit: NATS connection %s still open 30s after its client was closed", c.name)
+	}
+}
+
+func (b *natsBackend) connect(tb testing.TB, name string) *natsConn {
 	tb.Helper()
-	closed := make(chan struct{})
-	conn, err := nats.Connect(b.url, nats.Name(name), nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+	c := &natsConn{name: name, closed: make(chan struct{})}
+	conn, err := nats.Connect(b.url, nats.Name(name), nats.ClosedHandler(func(*nats.Conn) { close(c.closed) }))
 	if err != nil {
 		tb.Fatalf("testkit: connecting to embedded nats-server at %s: %v", b.url, err)
 	}
-	tb.Cleanup(func() {
-		select {
-		case <-closed:
-		case <-time.After(30 * time.Second):
-			tb.Errorf("testkit: NATS connection %s still open 30s after its client was closed", name)
-		}
-	})
-	return conn
+	c.Conn = conn
+	return c
 }
 
 func (b *natsBackend) jetStreamConfig(durable string) wnats.JetStreamConfig {
@@ -123,7 +140,7 @@ func (b *natsBackend) jetStreamConfig(durable string) wnats.JetStreamConfig {
 func (b *natsBackend) Publisher(tb testing.TB) message.Publisher {
 	tb.Helper()
 	conn := b.connect(tb, "testkit-pub")
-	pub, err := wnats.NewPublisherWithNatsConn(conn, wnats.PublisherPublishConfig{
+	pub, err := wnats.NewPublisherWithNatsConn(conn.Conn, wnats.PublisherPublishConfig{
 		Marshaler:         &wnats.NATSMarshaler{},
 		SubjectCalculator: wnats.DefaultSubjectCalculator,
 		JetStream:         b.jetStreamConfig(""),
@@ -132,7 +149,7 @@ func (b *natsBackend) Publisher(tb testing.TB) message.Publisher {
 		conn.Close()
 		tb.Fatalf("testkit: NATS publisher: %v", err)
 	}
-	p := &natsPublisher{Publisher: pub, b: b}
+	p := &natsPublisher{Publisher: pub, b: b, conn: conn}
 	closeOnCleanup(tb, "NATS publisher", p)
 	return p
 }
@@ -151,7 +168,7 @@ func (b *natsBackend) GroupSubscriber(tb testing.TB, group string) message.Subsc
 func (b *natsBackend) newSubscriber(tb testing.TB, group string) message.Subscriber {
 	tb.Helper()
 	conn := b.connect(tb, "testkit-sub")
-	sub, err := wnats.NewSubscriberWithNatsConn(conn, wnats.SubscriberSubscriptionConfig{
+	sub, err := wnats.NewSubscriberWithNatsConn(conn.Conn, wnats.SubscriberSubscriptionConfig{
 		Unmarshaler:       &wnats.NATSMarshaler{},
 		SubjectCalculator: wnats.DefaultSubjectCalculator,
 		QueueGroupPrefix:  group,
@@ -161,7 +178,7 @@ func (b *natsBackend) newSubscriber(tb testing.TB, group string) message.Subscri
 		conn.Close()
 		tb.Fatalf("testkit: NATS subscriber: %v", err)
 	}
-	s := &natsSubscriber{Subscriber: sub, b: b, group: group}
+	s := &natsSubscriber{Subscriber: sub, b: b, group: group, conn: conn}
 	closeOnCleanup(tb, "NATS subscriber", s)
 	return s
 }
@@ -177,10 +194,16 @@ func (b *natsBackend) Features() tests.Features {
 }
 
 // natsPublisher and natsSubscriber create a topic's stream before first use, so any topic
-// works, not only those from Topic.
+// works, not only those from Topic, and their Close returns once the connection is closed.
 type natsPublisher struct {
 	*wnats.Publisher
-	b *natsBackend
+	b    *natsBackend
+	conn *natsConn
+}
+
+func (p *natsPublisher) Close() error {
+	err := p.Publisher.Close()
+	return errors.Join(err, p.conn.waitClosed())
 }
 
 func (p *natsPublisher) Publish(topic string, msgs ...*message.Message) error {
@@ -194,6 +217,15 @@ type natsSubscriber struct {
 	*wnats.Subscriber
 	b     *natsBackend
 	group string
+	conn  *natsConn
+}
+
+func (s *natsSubscriber) Close() error {
+	err := s.Subscriber.Close()
+	if err != nil {
+		s.conn.Close() // a failed drain leaves the connection open
+	}
+	return errors.Join(err, s.conn.waitClosed())
 }
 
 func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
