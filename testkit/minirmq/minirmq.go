@@ -371,10 +371,13 @@ func (s *Server) startAccepting(ln net.Listener) {
 // only long-polling pulls wait on their own goroutine, answering out of order by opaque as the
 // protocol allows.
 type conn struct {
-	srv     *Server
-	nc      net.Conn
-	remote  *net.TCPAddr
+	srv    *Server
+	nc     net.Conn
+	remote *net.TCPAddr
+	// wmu guards bw. Replies made on the read goroutine are buffered and flushed once no further
+	// request is already buffered, so a burst of pipelined requests costs one write syscall.
 	wmu     sync.Mutex
+	bw      *bufio.Writer
 	done    chan struct{}
 	once    sync.Once
 	waiters sync.WaitGroup
@@ -384,7 +387,7 @@ type conn struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	ra, _ := nc.RemoteAddr().(*net.TCPAddr)
-	return &conn{srv: s, nc: nc, remote: ra, done: make(chan struct{})}
+	return &conn{srv: s, nc: nc, remote: ra, bw: bufio.NewWriterSize(nc, 64<<10), done: make(chan struct{})}
 }
 
 func (c *conn) close() {
@@ -414,13 +417,16 @@ func (c *conn) serve() {
 		}
 		c.serializeType.Store(uint32(cmd.serializeType))
 		if resp := c.srv.handle(c, cmd); resp != nil {
-			c.reply(cmd, resp)
+			c.buffer(prepareReply(cmd, resp), false)
+		}
+		if r.Buffered() == 0 {
+			c.flush() // nothing more to answer right now: send what is queued before blocking
 		}
 	}
 }
 
-// reply sends resp as the response to req.
-func (c *conn) reply(req, resp *command) {
+// prepareReply makes resp the response to req.
+func prepareReply(req, resp *command) *command {
 	resp.Opaque = req.Opaque
 	resp.Flag |= flagResponse
 	resp.serializeType = req.serializeType
@@ -430,10 +436,18 @@ func (c *conn) reply(req, resp *command) {
 	if resp.Version == 0 {
 		resp.Version = req.Version
 	}
-	c.write(resp)
+	return resp
 }
 
-func (c *conn) write(cmd *command) {
+// reply sends resp as the response to req at once (replies made off the read goroutine).
+func (c *conn) reply(req, resp *command) {
+	c.buffer(prepareReply(req, resp), true)
+}
+
+func (c *conn) write(cmd *command) { c.buffer(cmd, true) }
+
+// buffer queues a frame and writes everything queued when flush is set.
+func (c *conn) buffer(cmd *command, flush bool) {
 	frame, err := encodeFrame(cmd)
 	if err != nil {
 		c.srv.cfg.logger.Error("minirmq: encoding frame", "err", err)
@@ -441,10 +455,28 @@ func (c *conn) write(cmd *command) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.nc.Write(frame); err != nil {
+	if _, err = c.bw.Write(frame); err == nil && flush {
+		err = c.flushLocked()
+	}
+	if err != nil {
 		c.close()
 	}
+}
+
+func (c *conn) flush() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if err := c.flushLocked(); err != nil {
+		c.close()
+	}
+}
+
+func (c *conn) flushLocked() error {
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	return c.bw.Flush()
 }
 
 // send makes a broker-initiated request (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE).
