@@ -46,10 +46,13 @@ var defaultBrokerConfig = map[string]string{
 	"autoCreateSubscriptionGroup": "true",
 }
 
-// apacheStartScript starts the name server in the background and the broker in the foreground
-// (exec, so the broker gets the container's stop signal). ROCKETMQ_HOME is set by the official
+// apacheStartScript starts the name server and the broker. ROCKETMQ_HOME is set by the official
 // images (/home/rocketmq/rocketmq-<version>); the glob is a fallback for images that lost it.
 // The broker retries its registration, so it need not wait for the name server to listen.
+// The images' scripts run java as a child of sh rather than exec it, so a stop signal sent to
+// this shell (PID 1) would never reach the JVMs and Docker would wait out its stop timeout and
+// kill them: the trap passes it on to the whole process group. The container lives as long as
+// the broker.
 const apacheStartScript = `set -e
 home="${ROCKETMQ_HOME:-}"
 if [ -z "$home" ]; then
@@ -62,8 +65,11 @@ fi
 conf="${HOME:-/tmp}/rocketbus-broker.conf"
 printf '%s' "$` + envBrokerConf + `" > "$conf"
 cd "$home/bin"
+set +e
+trap 'trap "" TERM INT; kill -TERM 0 2>/dev/null; wait; exit 143' TERM INT
 sh ./mqnamesrv &
-exec sh ./mqbroker -n localhost:9876 -c "$conf"
+sh ./mqbroker -n localhost:9876 -c "$conf" &
+wait $!
 `
 
 // brokerConfigText merges the defaults with the user's entries and renders broker.conf.

@@ -5,7 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,4 +174,68 @@ func readFile(t *testing.T, path string) string {
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	return string(b)
+}
+
+// TestApacheStartScriptForwardsStop sends SIGTERM to the start script while both stubs run: it
+// must pass the signal on and exit, as docker stop expects of the container's PID 1.
+func TestApacheStartScriptForwardsStop(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh on this machine")
+	}
+	home := filepath.Join(t.TempDir(), "rocketmq-4.9.4")
+	out := t.TempDir()
+	require.NoError(t, os.MkdirAll(filepath.Join(home, "bin"), 0o755))
+	// Like the images' scripts, the stubs run their long-lived process as a child, not exec.
+	for _, name := range []string{"mqnamesrv", "mqbroker"} {
+		writeScript(t, filepath.Join(home, "bin", name), `sleep 600
+echo stopped-late > "$OUT/`+name+`"`)
+	}
+	// A guard against a hang, not a timing check: the script gets far longer than it needs.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, sh, "-c", apacheStartScript)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ROCKETMQ_HOME=" + home, "HOME=" + t.TempDir(), "OUT=" + out}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // its own group, as PID 1 of a container has
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	waitForChildren(t, cmd.Process.Pid, 2)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	err = cmd.Wait()
+	require.Error(t, err, "the script reports the stop in its exit status")
+	require.NoError(t, ctx.Err(), "the script did not stop on SIGTERM")
+	var exitErr *exec.ExitError
+	require.ErrorAs(t, err, &exitErr)
+	assert.Equal(t, 143, exitErr.ExitCode())
+	assert.NoFileExists(t, filepath.Join(out, "mqbroker"), "the stub's sleep was killed, not waited out")
+	assert.Empty(t, groupMembers(t, cmd.Process.Pid), "no process of the group survives")
+}
+
+// waitForChildren waits until the process group has at least n processes besides its leader.
+func waitForChildren(t *testing.T, pgid, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool { return len(groupMembers(t, pgid)) >= n }, 10*time.Second, 20*time.Millisecond)
+}
+
+// groupMembers lists live processes in process group pgid other than the leader.
+func groupMembers(t *testing.T, pgid int) []string {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc on this machine")
+	}
+	var members []string
+	for _, e := range entries {
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil || e.Name() == strconv.Itoa(pgid) {
+			continue
+		}
+		// Fields after the parenthesised command: state ppid pgrp ...
+		rest := string(stat[strings.LastIndexByte(string(stat), ')')+2:])
+		f := strings.Fields(rest)
+		if len(f) > 2 && f[2] == strconv.Itoa(pgid) && f[0] != "Z" {
+			members = append(members, e.Name())
+		}
+	}
+	return members
 }
