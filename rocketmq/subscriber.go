@@ -176,11 +176,12 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.subs.Add(1)
 	s.mu.Unlock()
 
+	sub.releaser = releaser
 	if releaser != nil {
 		sub.helpers.Add(1)
 		go func() {
 			defer sub.helpers.Done()
-			releaser.rebalanceLoop(pc.Rebalance, sub.stopDeliver)
+			releaser.settleLoop(pc.Rebalance, sub.stopDeliver)
 		}()
 	}
 	go sub.run()
@@ -299,6 +300,8 @@ type subscription struct {
 
 	// helpers are goroutines that use the consumer; they end before it shuts down.
 	helpers sync.WaitGroup
+	// releaser manages broker queue locks in orderly clustering mode (nil otherwise).
+	releaser *queueReleaser
 
 	mu           sync.Mutex
 	stopping     bool
@@ -343,6 +346,9 @@ func (sub *subscription) stop() {
 
 	if err := sub.consumer.Shutdown(); err != nil {
 		sub.s.logger.Error("Consumer shutdown failed", err, logFields)
+	}
+	if sub.releaser != nil {
+		sub.releaser.releaseAll()
 	}
 	close(sub.released)
 
@@ -429,7 +435,10 @@ func (sub *subscription) consume(ctx context.Context, msgs ...*primitive.Message
 				}
 				return consumer.SuspendCurrentQueueAMoment, nil
 			}
-			if cctx, ok := primitive.GetConcurrentlyCtx(ctx); ok && retryLevel != 0 {
+			// The client gives every message of the callback back with the same level. With
+			// several messages per callback (local redelivery mode, where only an undecodable
+			// message ends up here) the others are retried too rather than dead-lettered.
+			if cctx, ok := primitive.GetConcurrentlyCtx(ctx); ok && retryLevel != 0 && len(msgs) == 1 {
 				cctx.DelayLevelWhenNextConsume = retryLevel
 			}
 			return consumer.ConsumeRetryLater, nil
