@@ -2,12 +2,14 @@ package rocketmq_test
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -269,4 +271,45 @@ func TestBroadcastingDeliversToEveryConsumer(t *testing.T) {
 		assert.Equal(t, sent.UUID, msg.UUID)
 		msg.Ack()
 	}
+}
+
+type failingUnmarshaler struct{ rocketmq.DefaultMarshaler }
+
+func (f failingUnmarshaler) Unmarshal(ext *primitive.MessageExt) (*message.Message, error) {
+	if string(ext.Body) == "garbage" {
+		return nil, errors.New("cannot decode")
+	}
+	return f.DefaultMarshaler.Unmarshal(ext)
+}
+
+// A message the Unmarshaler rejects can never reach a handler; it is dead-lettered, not dropped.
+func TestUndecodableMessageIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	ns := nameServers(t)
+	topic := uniqueTopic("undecodable")
+	group := "g-" + topic
+	pub := newPublisher(t, ns)
+	sub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.NackMode = rocketmq.NackBrokerRetry
+		c.GroupFunc = func(string) string { return group }
+		c.Unmarshaler = failingUnmarshaler{}
+	})
+	msgs, err := sub.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	garbage := message.NewMessage(watermill.NewUUID(), []byte("garbage"))
+	fine := message.NewMessage(watermill.NewUUID(), []byte("fine"))
+	require.NoError(t, pub.Publish(topic, garbage, fine))
+
+	got := receive(t, msgs)
+	assert.Equal(t, fine.UUID, got.UUID)
+	got.Ack()
+
+	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
+	})
+	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
+	require.NoError(t, err)
+	dead := receive(t, dlq)
+	assert.Equal(t, garbage.UUID, dead.UUID)
+	dead.Ack()
 }
