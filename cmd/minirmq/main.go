@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/rocketbus/rocketbus/testkit/minirmq"
@@ -37,6 +38,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeScale := fs.Float64("time-scale", 1, "multiplier for delay levels, retry delays and transaction checks")
 	autoCreate := fs.Bool("auto-create-topics", true, "create topics on first send (autoCreateTopicEnable)")
 	verbose := fs.Bool("v", false, "log dropped connections and malformed frames")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +47,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *timeScale <= 0 {
 		return fmt.Errorf("-time-scale must be positive, got %v", *timeScale)
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	level := slog.LevelError
 	if *verbose {

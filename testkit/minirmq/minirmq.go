@@ -403,8 +403,11 @@ func (c *conn) serve() {
 		c.waiters.Wait()
 	}()
 	r := bufio.NewReaderSize(c.nc, 64<<10)
+	// Handlers copy what they keep (stored messages are re-encoded), so one read buffer serves
+	// every frame of the connection.
+	var buf []byte
 	for {
-		cmd, err := readFrame(r)
+		cmd, err := readFrameInto(r, &buf)
 		if err != nil {
 			if errors.Is(err, errFrame) {
 				c.srv.cfg.logger.Warn("minirmq: closing connection", "remote", c.nc.RemoteAddr().String(), "reason", err.Error())
