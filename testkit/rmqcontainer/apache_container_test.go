@@ -62,7 +62,7 @@ func fakeApacheContext(t *testing.T, dir string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(fakeApacheDockerfile), 0o644))
 }
 
-func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+func copyFile(t testing.TB, src, dst string, mode os.FileMode) {
 	t.Helper()
 	require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o755))
 	b, err := os.ReadFile(src) // follows symlinks: the image gets the real file

@@ -2,6 +2,7 @@ package rmqcontainer
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -50,4 +51,44 @@ func BenchmarkStartup(b *testing.B) {
 			b.StartTimer()
 		}
 	})
+}
+
+// BenchmarkStartupRealRocketMQ measures Run with the real Java name server and broker (opt-in,
+// see TestRunRealRocketMQ): the apache layout's start, registration and advertised-address
+// update. The image is built once, outside the timed loop.
+func BenchmarkStartupRealRocketMQ(b *testing.B) {
+	dist := os.Getenv(envRocketMQDist)
+	if dist == "" {
+		b.Skipf("set %s to a RocketMQ binary distribution", envRocketMQDist)
+	}
+	RequireDocker(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	dir := b.TempDir()
+	realRocketMQContext(b, dir, dist, javaHome(b))
+	opts := []Option{WithLogger(log.NewNoopLogger()), WithJVMHeap("256m"), WithJVMOptions(java17Opens...)}
+	first, err := Run(ctx, "", append(opts, WithDockerfile(dir, ""), WithKeepImage())...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	image := first.Image
+	b.Cleanup(func() {
+		if err := removeBuiltImage(context.Background(), image); err != nil {
+			b.Error(err)
+		}
+	})
+	if err := first.Terminate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		c, err := Run(ctx, image, opts...)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := c.Terminate(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
 }

@@ -22,6 +22,13 @@ import (
 // about 250 MB and two JVMs start in it.
 const envRocketMQDist = "RMQC_ROCKETMQ_DIST"
 
+// java17Opens are the JVM options RocketMQ 4.9, which predates the module system, needs on
+// Java 17 (the broker started on this machine runs with the same).
+var java17Opens = []string{"-Dio.netty.tryReflectionSetAccessible=true",
+	"--add-opens java.base/java.nio=ALL-UNNAMED", "--add-opens java.base/sun.nio.ch=ALL-UNNAMED",
+	"--add-opens java.base/java.lang=ALL-UNNAMED", "--add-opens java.base/java.util=ALL-UNNAMED",
+	"--add-opens java.base/jdk.internal.ref=ALL-UNNAMED", "--add-opens java.base/jdk.internal.misc=ALL-UNNAMED"}
+
 // TestRunRealRocketMQ runs the real Java name server and broker through Run's apache layout,
 // with the distribution's stock scripts: the start script, broker.conf, JVM settings and the
 // advertised-address update on a real broker, then a client round trip through the mapping.
@@ -33,27 +40,13 @@ func TestRunRealRocketMQ(t *testing.T) {
 		t.Skipf("set %s to a RocketMQ binary distribution to run the real broker in a container", envRocketMQDist)
 	}
 	RequireDocker(t)
-	javaHome := os.Getenv("JAVA_HOME")
-	if javaHome == "" {
-		java, err := exec.LookPath("java")
-		require.NoError(t, err, "need JAVA_HOME or java on PATH")
-		java, err = filepath.EvalSymlinks(java)
-		require.NoError(t, err)
-		javaHome = filepath.Dir(filepath.Dir(java))
-	}
 	dir := t.TempDir()
-	realRocketMQContext(t, dir, dist, javaHome)
+	realRocketMQContext(t, dir, dist, javaHome(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := Run(ctx, "", WithDockerfile(dir, ""), WithLogger(log.TestLogger(t)),
-		WithJVMHeap("256m"),
-		// RocketMQ 4.9 predates the module system; Java 17 needs these opened (as the broker
-		// started on this machine is run).
-		WithJVMOptions("-Dio.netty.tryReflectionSetAccessible=true",
-			"--add-opens java.base/java.nio=ALL-UNNAMED", "--add-opens java.base/sun.nio.ch=ALL-UNNAMED",
-			"--add-opens java.base/java.lang=ALL-UNNAMED", "--add-opens java.base/java.util=ALL-UNNAMED",
-			"--add-opens java.base/jdk.internal.ref=ALL-UNNAMED", "--add-opens java.base/jdk.internal.misc=ALL-UNNAMED"),
+		WithJVMHeap("256m"), WithJVMOptions(java17Opens...),
 		WithBrokerConfig(map[string]string{"brokerName": "broker-rmqc"}))
 	require.NoError(t, err)
 	t.Cleanup(func() { assert.NoError(t, c.Terminate(context.Background())) })
@@ -81,10 +74,23 @@ func TestRunRealRocketMQ(t *testing.T) {
 	sendAndReceive(t, ns, topic)
 }
 
+// javaHome is $JAVA_HOME, or the JDK of the java on PATH.
+func javaHome(t testing.TB) string {
+	t.Helper()
+	if h := os.Getenv("JAVA_HOME"); h != "" {
+		return h
+	}
+	java, err := exec.LookPath("java")
+	require.NoError(t, err, "need JAVA_HOME or java on PATH")
+	java, err = filepath.EvalSymlinks(java)
+	require.NoError(t, err)
+	return filepath.Dir(filepath.Dir(java))
+}
+
 // realRocketMQContext lays out dist and the JDK like the apache/rocketmq images
 // (ROCKETMQ_HOME=/home/rocketmq/rocketmq-<version>) on an empty base: dash and the few tools
 // the stock scripts call, plus every shared library the JDK and those tools load.
-func realRocketMQContext(t *testing.T, dir, dist, javaHome string) {
+func realRocketMQContext(t testing.TB, dir, dist, javaHome string) {
 	t.Helper()
 	rootfs := filepath.Join(dir, "rootfs")
 	home := filepath.Join(rootfs, "home/rocketmq/rocketmq-dist")
@@ -142,7 +148,7 @@ WORKDIR /home/rocketmq/rocketmq-dist/bin
 
 // copyTree copies src to dst, following symlinks (Debian's JDK links into /etc) and skipping
 // dangling ones (its src.zip).
-func copyTree(t *testing.T, src, dst string) {
+func copyTree(t testing.TB, src, dst string) {
 	t.Helper()
 	fi, err := os.Stat(src)
 	if err != nil {
