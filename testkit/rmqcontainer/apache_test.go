@@ -83,6 +83,7 @@ func TestOptionErrorsReachRun(t *testing.T) {
 		"config":     WithBrokerConfig(map[string]string{"bad key": "1"}),
 		"timeout":    WithStartupTimeout(0),
 		"host ip":    WithHostIP("localhost"),
+		"host ipv6":  WithHostIP("::1"),
 		"layout":     WithLayout(Layout(7)),
 		"dockerfile": WithDockerfile("", ""),
 		"logger":     WithLogger(nil),

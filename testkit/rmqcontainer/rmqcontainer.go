@@ -150,8 +150,9 @@ func WithStartupTimeout(d time.Duration) Option {
 // sets it).
 func WithHostIP(ip string) Option {
 	return func(s *settings) {
-		if net.ParseIP(ip) == nil {
-			s.errs = append(s.errs, fmt.Errorf("rmqcontainer: host IP %q is not an IP address", ip))
+		// Brokers write their address as ip:port without brackets, so IPv6 cannot be advertised.
+		if parsed := net.ParseIP(ip); parsed == nil || parsed.To4() == nil {
+			s.errs = append(s.errs, fmt.Errorf("rmqcontainer: host IP %q is not an IPv4 address", ip))
 			return
 		}
 		s.hostIP = ip
