@@ -12,12 +12,18 @@
 //
 //   - apache/rocketmq 4.9.x and 5.x images: one container runs mqnamesrv (9876) and mqbroker
 //     (10911, plus 10909) with a broker.conf built from this package's defaults and
-//     WithBrokerConfig, and a heap set by WithJVMHeap (512m each by default).
+//     WithBrokerConfig, a heap set by WithJVMHeap (512m each by default) and extra JVM flags
+//     from WithJVMOptions.
 //   - single-port images such as cmd/minirmq (FROM scratch; MinirmqImage builds it locally):
 //     name server and broker share 9876.
 //
+// In tests, RunTest starts a container (the image named by $ROCKETMQ_IMAGE, else the local
+// minirmq image), terminates it in t.Cleanup, and skips when no Docker engine answers (fails
+// when CI=true).
+//
 // Mapped ports bind to 127.0.0.1 when the Docker engine runs on this machine. Where the
 // testcontainers reaper (Ryuk) image cannot be pulled, set TESTCONTAINERS_RYUK_DISABLED=true
-// and terminate every container (RunTest does it in t.Cleanup). Every container carries the
-// label Label, so `docker ps -a --filter label=org.rocketbus.rmqcontainer` finds leftovers.
+// (before the first container, e.g. in TestMain) and terminate every container. Every container
+// carries the label Label, so `docker ps -a --filter label=org.rocketbus.rmqcontainer` finds
+// leftovers.
 package rmqcontainer
