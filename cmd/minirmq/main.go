@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"strings"
 	"syscall"
 
 	"github.com/rocketbus/rocketbus/testkit/minirmq"
@@ -38,6 +39,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	timeScale := fs.Float64("time-scale", 1, "multiplier for delay levels, retry delays and transaction checks")
 	autoCreate := fs.Bool("auto-create-topics", true, "create topics on first send (autoCreateTopicEnable)")
 	verbose := fs.Bool("v", false, "log dropped connections and malformed frames")
+	var accounts []minirmq.Account
+	fs.Func("acl", "enable ACL with an account, accessKey:secretKey (repeatable)", func(v string) error {
+		ak, sk, ok := strings.Cut(v, ":")
+		if !ok || ak == "" || sk == "" {
+			return fmt.Errorf("want accessKey:secretKey, got %q", v)
+		}
+		accounts = append(accounts, minirmq.Account{AccessKey: ak, SecretKey: sk})
+		return nil
+	})
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to this file until the server stops")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -69,6 +79,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		minirmq.WithTimeScale(*timeScale),
 		minirmq.WithAutoCreateTopics(*autoCreate),
 		minirmq.WithLogger(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))),
+	}
+	if len(accounts) > 0 {
+		opts = append(opts, minirmq.WithACL(accounts...))
 	}
 	if *advertise != "" {
 		opts = append(opts, minirmq.WithAdvertisedAddr(*advertise))

@@ -92,7 +92,7 @@ func TestServesRestartsOnHUPAndStopsOnTERM(t *testing.T) {
 }
 
 func TestBadFlagsAreRejected(t *testing.T) {
-	for _, args := range [][]string{{"-queues", "0"}, {"-time-scale", "-1"}, {"-advertise", "nope"}, {"-listen", "256.1.1.1:1"}} {
+	for _, args := range [][]string{{"-queues", "0"}, {"-time-scale", "-1"}, {"-advertise", "nope"}, {"-listen", "256.1.1.1:1"}, {"-acl", "no-secret"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		assert.Error(t, err, "args %v", args)
 	}

@@ -95,6 +95,9 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // handle dispatches one request and returns its response, or nil when the response is sent
 // later (a suspended pull).
 func (s *Server) handle(c *conn, req *command) *command {
+	if denied := s.checkACL(req); denied != nil {
+		return denied
+	}
 	switch req.Code {
 	case reqGetRouteInfoByTopic:
 		return s.handleRoute(req)

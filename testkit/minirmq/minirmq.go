@@ -68,6 +68,7 @@ type config struct {
 	clusterName   string
 	brokerName    string
 	suspendMaxDur time.Duration
+	acl           map[string]string // access key -> secret key; nil when ACL is off
 }
 
 // Option configures a Server.
