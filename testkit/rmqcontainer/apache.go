@@ -27,6 +27,9 @@ const (
 	// envMaxHeap is read by the images' runserver.sh and runbroker.sh (bytes): -Xms and -Xmx
 	// take it, -Xmn half of it. Without it they size the heap from the container's memory.
 	envMaxHeap = "MAX_POSSIBLE_HEAP"
+	// envHeapOpts replaces the heap flags in the newer images' scripts (default 2g heap, 1g
+	// direct memory).
+	envHeapOpts = "HEAP_OPTS"
 	// envJavaOptExt is appended last to the JVM options by the same scripts, so its heap flags
 	// win even in images whose scripts ignore MAX_POSSIBLE_HEAP.
 	envJavaOptExt = "JAVA_OPT_EXT"
@@ -137,10 +140,12 @@ func parseHeap(s string) (int64, error) {
 // apacheEnv is the environment for the apache/rocketmq layout. Name server and broker both read
 // the heap settings, so the container needs about twice the heap plus direct memory.
 func apacheEnv(brokerConf string, heapBytes int64, jvmOptions []string) map[string]string {
-	javaOpts := append([]string{fmt.Sprintf("-Xms%d -Xmx%d -Xmn%d", heapBytes, heapBytes, heapBytes/2)}, jvmOptions...)
+	heapFlags := fmt.Sprintf("-Xms%d -Xmx%d -Xmn%d", heapBytes, heapBytes, heapBytes/2)
+	javaOpts := append([]string{heapFlags}, jvmOptions...)
 	return map[string]string{
 		envBrokerConf: brokerConf,
 		envMaxHeap:    strconv.FormatInt(heapBytes, 10),
+		envHeapOpts:   fmt.Sprintf("%s -XX:MaxDirectMemorySize=%d", heapFlags, heapBytes),
 		envJavaOptExt: strings.Join(javaOpts, " "),
 		// Tools run inside the container (mqadmin) find the name server without -n.
 		"NAMESRV_ADDR": "localhost:9876",

@@ -71,6 +71,7 @@ func TestApacheEnv(t *testing.T) {
 	assert.Equal(t, "a=b\n", env[envBrokerConf])
 	assert.Equal(t, "536870912", env[envMaxHeap])
 	assert.Equal(t, "-Xms536870912 -Xmx536870912 -Xmn268435456", env[envJavaOptExt])
+	assert.Equal(t, "-Xms536870912 -Xmx536870912 -Xmn268435456 -XX:MaxDirectMemorySize=536870912", env[envHeapOpts])
 	assert.Equal(t, "localhost:9876", env["NAMESRV_ADDR"])
 	env = apacheEnv("", 256<<20, []string{"--add-opens", "java.base/java.nio=ALL-UNNAMED"})
 	assert.Equal(t, "-Xms268435456 -Xmx268435456 -Xmn134217728 --add-opens java.base/java.nio=ALL-UNNAMED", env[envJavaOptExt],

@@ -88,8 +88,10 @@ func WithBrokerConfig(cfg map[string]string) Option {
 }
 
 // WithJVMHeap sets the heap of the name server and of the broker JVM each (for example "512m"
-// or "1g"; default 512m). The images otherwise take a quarter of the machine's memory each and
-// pre-touch it. Single-port images ignore it.
+// or "1g"; default 512m), through the variables the images' scripts read (MAX_POSSIBLE_HEAP in
+// older images, HEAP_OPTS in newer ones, and JAVA_OPT_EXT, which comes last on the command line
+// in both). The images otherwise take a quarter of the machine's memory or 2g each and pre-touch
+// it. Single-port images ignore it.
 func WithJVMHeap(size string) Option {
 	return func(s *settings) {
 		if _, err := parseHeap(size); err != nil {
