@@ -69,6 +69,8 @@ type config struct {
 	brokerName    string
 	suspendMaxDur time.Duration
 	acl           map[string]string // access key -> secret key; nil when ACL is off
+	retainBytes   int64
+	retainAge     time.Duration
 }
 
 // Option configures a Server.
@@ -93,6 +95,14 @@ func WithAutoCreateTopics(on bool) Option { return func(c *config) { c.autoCreat
 
 // WithMaxMessageSize sets maxMessageSize (default 4 MiB, as the real broker).
 func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxBodySize = n } }
+
+// WithRetention bounds what the broker keeps, as the real broker's file reservation does:
+// the oldest messages are dropped once the stored bytes exceed maxBytes or once they are older
+// than maxAge (zero disables a bound). Queues' min offsets move past dropped messages, and
+// consumers behind them are moved forward. Default: keep everything.
+func WithRetention(maxBytes int64, maxAge time.Duration) Option {
+	return func(c *config) { c.retainBytes, c.retainAge = maxBytes, maxAge }
+}
 
 // WithLogger sets where the server reports dropped connections and malformed frames.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -175,9 +185,10 @@ func New(opts ...Option) (*Server, error) {
 		ln.Close()
 		return nil, err
 	}
-	s.loopWG.Add(2)
+	s.loopWG.Add(3)
 	go s.scheduleLoop()
 	go s.transactionCheckLoop()
+	go s.retentionLoop()
 	s.startAccepting(ln)
 	return s, nil
 }
@@ -198,6 +209,27 @@ func defaultAdvertised(listen *net.TCPAddr) string {
 		}
 	}
 	return net.JoinHostPort(host, strconv.Itoa(listen.Port))
+}
+
+// retentionLoop drops messages past their age; the byte budget is enforced on every append.
+func (s *Server) retentionLoop() {
+	defer s.loopWG.Done()
+	if s.cfg.retainAge <= 0 {
+		<-s.stop
+		return
+	}
+	ticker := time.NewTicker(min(max(s.cfg.retainAge/10, 10*time.Millisecond), time.Second))
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-ticker.C:
+			s.mu.Lock()
+			s.store.enforceRetention(0, s.cfg.retainAge, now)
+			s.mu.Unlock()
+		}
+	}
 }
 
 func resolveAdvertised(hostport string) (*net.TCPAddr, error) {

@@ -138,6 +138,9 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 		txPrep = txPrep || isHalf
 		ids = append(ids, offsetMsgID(s.advertised, st.phys))
 	}
+	if s.cfg.retainBytes > 0 {
+		s.store.enforceRetention(s.cfg.retainBytes, 0, now)
+	}
 	s.mu.Unlock()
 
 	resp := success()

@@ -2,6 +2,7 @@ package minirmq
 
 import (
 	"fmt"
+	"time"
 	"sort"
 	"strings"
 )
@@ -145,6 +146,51 @@ func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, ph
 	close(q.arrived)
 	q.arrived = make(chan struct{})
 	return st
+}
+
+// dropOldest removes the oldest message from the commit log and from its queue, whose first
+// message it necessarily is (queues append in commit-log order). It reports false when empty.
+func (s *store) dropOldest() bool {
+	if s.logHead >= len(s.log) {
+		return false
+	}
+	st := s.log[s.logHead]
+	s.log[s.logHead] = nil
+	s.logHead++
+	s.bytes -= int64(len(st.enc))
+	if t, ok := s.topics[st.topic]; ok {
+		if q := t.queue(int(st.queueID)); q != nil && len(q.msgs) > 0 && q.msgs[0] == st {
+			q.msgs[0] = nil
+			q.msgs = q.msgs[1:]
+			q.minOffset++
+			if cap(q.msgs) > 64 && len(q.msgs) < cap(q.msgs)/4 {
+				q.msgs = append(make([]*stored, 0, len(q.msgs)*2), q.msgs...)
+			}
+		}
+	}
+	// Compact the log once most of it is dropped, so its backing array does not grow forever.
+	if s.logHead > 1024 && s.logHead > len(s.log)/2 {
+		s.log = append(make([]*stored, 0, (len(s.log)-s.logHead)*2), s.log[s.logHead:]...)
+		s.logHead = 0
+	}
+	return true
+}
+
+// enforceRetention drops the oldest messages while the log is over its byte budget or older
+// than maxAge (zero disables either bound).
+func (s *store) enforceRetention(maxBytes int64, maxAge time.Duration, now time.Time) int {
+	dropped := 0
+	for s.logHead < len(s.log) {
+		head := s.log[s.logHead]
+		over := maxBytes > 0 && s.bytes > maxBytes
+		old := maxAge > 0 && now.Sub(time.UnixMilli(head.storeTs)) > maxAge
+		if !over && !old {
+			break
+		}
+		s.dropOldest()
+		dropped++
+	}
+	return dropped
 }
 
 // byPhys finds a message by commit-log offset.
