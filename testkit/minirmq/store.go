@@ -2,9 +2,9 @@ package minirmq
 
 import (
 	"fmt"
-	"time"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Permission bits of a topic (PermName).
