@@ -24,7 +24,8 @@ const DefaultRedisAddr = "127.0.0.1:6379"
 // consumer group created at the start of the stream, so it also receives messages published
 // before it existed; a fan-out subscriber reads from the end of the stream as it was when
 // Subscribe was called (the adapter's "$", pinned to a concrete id so that nothing published
-// right after Subscribe returns can slip past).
+// right after Subscribe returns can slip past). A message a group member took but never acked
+// (it crashed or closed) goes to another member after 5s.
 func Redis(tb testing.TB) Backend {
 	tb.Helper()
 	addr := os.Getenv("REDIS_ADDR")
@@ -119,6 +120,13 @@ func (b *redisBackend) subscriberConfig(group, fanOutFrom string) redisstream.Su
 		// Without it the first XREAD blocks forever on an empty stream and, since go-redis
 		// cannot cancel a blocked command, outlives Close.
 		DisableIndefiniteInitialBlock: true,
+		// A member's reader is not stopped by Close right away and may still take a message
+		// after it (and a crashed member keeps what it took): such pending messages go to
+		// another member once idle for MaxIdleTime, checked every ClaimInterval. The
+		// adapter's defaults (60s, 5s) would stall a test for a minute; a handler that runs
+		// longer than 5s may see its message twice.
+		MaxIdleTime:   5 * time.Second,
+		ClaimInterval: time.Second,
 		// Close cancels the reader's context; without this the reader treats the
 		// cancellation like any read error and sleeps 500ms before it notices the close,
 		// outliving Close (the adapter does not wait for its reader).
