@@ -29,17 +29,13 @@ func (s *Server) Topics() []string {
 // SCHEDULE_TOPIC_XXXX until due; retries in %RETRY%<group>; dead letters in %DLQ%<group>.
 func (s *Server) Messages(topic string) []Message {
 	s.mu.Lock()
-	t, ok := s.store.topics[topic]
 	var encs [][]byte
-	if ok {
-		for _, st := range s.store.log[s.store.logHead:] {
-			if st.topic == topic {
-				encs = append(encs, st.enc)
-			}
+	for _, st := range s.store.log[s.store.logHead:] {
+		if st.topic == topic {
+			encs = append(encs, st.enc)
 		}
 	}
 	s.mu.Unlock()
-	_ = t
 	out := make([]Message, 0, len(encs))
 	for _, e := range encs {
 		out = append(out, toMessage(e))

@@ -96,24 +96,31 @@ func (s *Server) deliverDelayedLocked(phys int64, now time.Time) {
 	if err != nil {
 		return
 	}
+	s.moveToRealTopicLocked(m, now, 0, propDelay, propTimerDeliver, propTimerDelaySec, propTimerDelayMs)
+}
+
+// moveToRealTopicLocked appends a parked message (delayed, or a committed half message) to the
+// topic and queue named by its REAL_TOPIC and REAL_QID properties, without the listed
+// properties. The delayed path keeps REAL_* as the real broker does. Requires s.mu.
+func (s *Server) moveToRealTopicLocked(m *msgFields, now time.Time, preparedTxOffset int64, drop ...string) {
 	props := parseProperties(m.properties)
 	realTopic := props[propRealTopic]
 	qid, _ := strconv.Atoi(props[propRealQueueID])
-	delete(props, propDelay)
-	delete(props, propTimerDeliver)
-	delete(props, propTimerDelaySec)
-	delete(props, propTimerDelayMs)
+	for _, k := range drop {
+		delete(props, k)
+	}
 	t, ok := s.store.topics[realTopic]
 	if !ok {
 		t = s.store.createTopic(realTopic, s.cfg.queueNums, s.cfg.queueNums, permRW)
 	}
-	if qid >= len(t.queues) {
+	if qid < 0 || qid >= len(t.queues) {
 		qid = 0
 	}
 	propStr := formatProperties(props, nil)
 	s.store.append(t, int32(qid), func(qoff, p int64) *msgFields {
 		return &msgFields{topic: realTopic, queueID: int32(qid), flag: m.flag, queueOffset: qoff, phys: p,
 			sysFlag: m.sysFlag, bornTs: m.bornTs, bornHost: m.bornHost, storeTs: now.UnixMilli(),
-			storeHost: s.advertised, reconsumeTimes: m.reconsumeTimes, body: m.body, properties: propStr}
+			storeHost: s.advertised, reconsumeTimes: m.reconsumeTimes, preparedTxOffset: preparedTxOffset,
+			body: m.body, properties: propStr}
 	}, props[propTags], props[propKeys], props[propUniqKey])
 }

@@ -28,7 +28,7 @@ func (s *Server) handleEndTransaction(req *command) *command {
 	kind := req.extIntDefault("commitOrRollback", txUnknown)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	half, ok := s.halfs[phys]
+	_, ok := s.halfs[phys]
 	st := s.store.byPhys(phys)
 	if !ok || st == nil {
 		return errorf(codeSystemError, "Find prepared transaction message failed")
@@ -42,27 +42,10 @@ func (s *Server) handleEndTransaction(req *command) *command {
 		if err != nil {
 			return errorf(codeSystemError, "stored half message is corrupt: %v", err)
 		}
-		props := parseProperties(m.properties)
-		realTopic := props[propRealTopic]
-		qid, _ := strconv.Atoi(props[propRealQueueID])
-		delete(props, propRealTopic)
-		delete(props, propRealQueueID)
-		delete(props, propTranMsg)
-		t, ok := s.store.topics[realTopic]
-		if !ok {
-			t = s.store.createTopic(realTopic, s.cfg.queueNums, s.cfg.queueNums, permRW)
-		}
-		propStr := formatProperties(props, nil)
-		now := time.Now()
-		s.store.append(t, int32(qid), func(qoff, p int64) *msgFields {
-			return &msgFields{topic: realTopic, queueID: int32(qid), flag: m.flag, queueOffset: qoff, phys: p,
-				sysFlag: m.sysFlag&^sysFlagTxMask | sysFlagTxCommit, bornTs: m.bornTs, bornHost: m.bornHost,
-				storeTs: now.UnixMilli(), storeHost: s.advertised, reconsumeTimes: m.reconsumeTimes,
-				preparedTxOffset: phys, body: m.body, properties: propStr}
-		}, props[propTags], props[propKeys], props[propUniqKey])
-	default:
-		_ = half // unknown: keep it; the check-back loop asks the producer later
+		m.sysFlag = m.sysFlag&^sysFlagTxMask | sysFlagTxCommit
+		s.moveToRealTopicLocked(m, time.Now(), phys, propRealTopic, propRealQueueID, propTranMsg)
 	}
+	// Any other state (unknown) keeps the half message: the check-back loop asks the producer later.
 	return success()
 }
 
