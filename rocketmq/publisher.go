@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"time"
 
@@ -195,14 +196,39 @@ func (p *Publisher) send(first *message.Message, batch []*primitive.Message) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.config.SendTimeout*time.Duration(1+p.config.Retries))
 	defer cancel()
-	res, err := p.producer.SendSync(ctx, batch...)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		res, err := p.producer.SendSync(ctx, batch...)
+		if err != nil {
+			if !routeMissing(err) || attempt >= maxRouteRetries {
+				return err
+			}
+			// Nothing was sent: the client had no usable route yet. This happens for a
+			// topic that was just created (the broker registers it with the name server a
+			// moment later) and when several goroutines of one producer meet a new topic at
+			// once. The client's own retries do not wait, so wait here.
+			select {
+			case <-ctx.Done():
+				return errors.Join(err, ctx.Err())
+			case <-time.After(routeRetryDelay(attempt)):
+			}
+			continue
+		}
+		if res.Status != primitive.SendOK {
+			return fmt.Errorf("broker answered %s", sendStatus(res.Status))
+		}
+		return nil
 	}
-	if res.Status != primitive.SendOK {
-		return fmt.Errorf("broker answered %s", sendStatus(res.Status))
-	}
-	return nil
+}
+
+const maxRouteRetries = 8
+
+func routeRetryDelay(attempt int) time.Duration {
+	return min(20*time.Millisecond<<attempt, time.Second)
+}
+
+// routeMissing recognises the client's "no route" errors, raised before anything is sent.
+func routeMissing(err error) bool {
+	return strings.Contains(err.Error(), "route info not found")
 }
 
 func sendStatus(s primitive.SendStatus) string {

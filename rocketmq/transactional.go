@@ -173,7 +173,19 @@ func (p *TransactionalPublisher) PublishInTransaction(topic string, msg *message
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.config.SendTimeout*time.Duration(1+p.config.Retries))
 	defer cancel()
-	res, err := p.producer.SendMessageInTransaction(ctx, m)
+	var res *primitive.TransactionSendResult
+	for attempt := 0; ; attempt++ {
+		res, err = p.producer.SendMessageInTransaction(ctx, m)
+		if err == nil || !routeMissing(err) || attempt >= maxRouteRetries {
+			break
+		}
+		// No half message was stored and the local transaction did not run (see Publisher).
+		select {
+		case <-ctx.Done():
+			return TransactionUnknown, errors.Join(err, ctx.Err())
+		case <-time.After(routeRetryDelay(attempt)):
+		}
+	}
 	if call.panicked != nil {
 		return TransactionUnknown, fmt.Errorf("rocketmq: local transaction of message %s panicked (the broker will check back): %v", msg.UUID, call.panicked)
 	}
