@@ -33,5 +33,7 @@ func clientGoroutines() []goleak.Option {
 		// closes its subscriber through a defer evaluated at once).
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func2"),
 		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/internal/subscriber.(*multiplier).Subscribe.func3"),
+		// TestReconnect ranges over a channel it never closes.
+		goleak.IgnoreAnyFunction("github.com/ThreeDotsLabs/watermill/pubsub/tests.TestReconnect.func2"),
 	}
 }
