@@ -24,9 +24,10 @@ const (
 	// the broker; 0 means no delay).
 	MetadataDelayLevel = "rocketmq_delay_level"
 	// MetadataRetryDelayLevel may be set by a handler or middleware on a received message before
-	// Nack(). In NackBrokerRetry mode the message goes back to the broker with that delay level;
-	// a negative value sends it straight to %DLQ%<group>. Without it the broker default applies
-	// (3 + reconsume times).
+	// Nack(). In NackBrokerRetry mode (concurrent consumption) the message goes back to the
+	// broker with that delay level (1..18, larger values are clamped); a negative value sends it
+	// straight to %DLQ%<group>. Without it the broker default applies (3 + reconsume times).
+	// Orderly subscribers retry in place after NackResendSleep and ignore it.
 	MetadataRetryDelayLevel = "rocketmq_retry_delay_level"
 
 	// UUIDProperty is the user property that carries the Watermill message UUID.
@@ -198,23 +199,36 @@ func (m DefaultMarshaler) applyDelay(out *primitive.Message, msg *message.Messag
 		}
 		return nil
 	}
-	var delay time.Duration
-	var deliverAt time.Time
+	now := m.now()
+	var until, viaFor time.Time
 	if v := msg.Metadata.Get(delayedUntilKey); v != "" {
 		t, err := time.Parse(time.RFC3339, v)
 		if err != nil {
 			return fmt.Errorf("%w: %s %q is not RFC3339: %v", ErrInvalidMetadata, delayedUntilKey, v, err)
 		}
-		deliverAt = t
-		delay = t.Sub(m.now())
-	} else if v := msg.Metadata.Get(delayedForKey); v != "" {
+		until = t
+	}
+	if v := msg.Metadata.Get(delayedForKey); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
 			return fmt.Errorf("%w: %s %q is not a duration: %v", ErrInvalidMetadata, delayedForKey, v, err)
 		}
-		delay = d
-		deliverAt = m.now().Add(d)
+		viaFor = now.Add(d)
 	}
+	// Watermill's delay component sets both keys, and formats _until in whole seconds (up to a
+	// second early). When _until is that truncation of now + _for, the latter is the precise
+	// time; otherwise (a message republished later) _until, an absolute time, wins.
+	deliverAt := until
+	switch {
+	case until.IsZero():
+		deliverAt = viaFor
+	case !viaFor.IsZero() && !viaFor.Before(until) && viaFor.Before(until.Add(time.Second)):
+		deliverAt = viaFor
+	}
+	if deliverAt.IsZero() {
+		return nil
+	}
+	delay := deliverAt.Sub(now)
 	if delay <= 0 {
 		return nil
 	}

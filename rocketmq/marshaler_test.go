@@ -124,7 +124,21 @@ func TestDefaultMarshalerWatermillDelay(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "18", out.GetProperty(primitive.PropertyDelayTimeLevel))
 
+	// The delay component writes both keys; _until is truncated to whole seconds.
+	msg = message.NewMessage("id", nil)
+	msg.Metadata.Set("_watermill_delayed_for", "2.5s")
+	msg.Metadata.Set("_watermill_delayed_until", now.Add(2500*time.Millisecond).Format(time.RFC3339))
 	m.DeliveryTimeDelay = true
+	out, err = m.Marshal("t", msg)
+	require.NoError(t, err)
+	assert.Equal(t, strconv.FormatInt(now.Add(2500*time.Millisecond).UnixMilli(), 10), out.GetProperty("TIMER_DELIVER_MS"), "the precise time, not the truncated one")
+
+	// Republished a minute later: the absolute time has passed, no new delay.
+	later := rocketmq.DefaultMarshaler{Now: func() time.Time { return now.Add(time.Minute) }, DeliveryTimeDelay: true}
+	out, err = later.Marshal("t", msg)
+	require.NoError(t, err)
+	assert.Empty(t, out.GetProperty("TIMER_DELIVER_MS"))
+
 	msg = message.NewMessage("id", nil)
 	msg.Metadata.Set("_watermill_delayed_for", "90m")
 	out, err = m.Marshal("t", msg)

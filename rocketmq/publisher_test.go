@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +207,30 @@ func TestPublishHonoursMessageContext(t *testing.T) {
 	err := pub.Publish(uniqueTopic("ctx"), msg)
 	require.Error(t, err)
 	assert.True(t, errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "context canceled"), "%v", err)
+}
+
+// With DeliveryTimeDelay the exact delivery time goes to the broker (RocketMQ 5.x timer
+// messages, which minirmq implements); a 4.x broker ignores it.
+func TestDeliveryTimeDelay(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("ROCKETMQ_NAMESRV") != "" && os.Getenv("ROCKETMQ_5X") == "" {
+		t.Skip("needs a RocketMQ 5.x broker (set ROCKETMQ_5X=1 with one)")
+	}
+	ns := nameServers(t)
+	topic := uniqueTopic("deliver-at")
+	pub, err := delay.NewPublisher(newPublisher(t, ns, func(c *rocketmq.PublisherConfig) { c.DeliveryTimeDelay = true }), delay.PublisherConfig{})
+	require.NoError(t, err)
+	sub := newSubscriber(t, ns)
+	msgs, err := sub.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+
+	// 2.5 s is no delay level: a 4.x level would round it up to 5 s.
+	msg := message.NewMessage(watermill.NewUUID(), []byte("at"))
+	msg.SetContext(delay.WithContext(context.Background(), delay.For(2500*time.Millisecond)))
+	published := time.Now()
+	require.NoError(t, pub.Publish(topic, msg))
+	got := receive(t, msgs)
+	assert.Equal(t, msg.UUID, got.UUID)
+	assert.GreaterOrEqual(t, time.Since(published), 2400*time.Millisecond, "delivered before its time")
+	got.Ack()
 }
