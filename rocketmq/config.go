@@ -71,7 +71,8 @@ type PublisherConfig struct {
 	// Set a negative value for no retries.
 	Retries int
 	// SendTimeout bounds one send attempt of a message or batch (a send with retries gets
-	// SendTimeout per attempt). Default 3s.
+	// SendTimeout per attempt). Default 3s, which is also the client's own fixed bound per
+	// attempt, so only shorter values change anything.
 	SendTimeout time.Duration
 	// Marshaler converts Watermill messages to RocketMQ messages. Default DefaultMarshaler{}.
 	Marshaler Marshaler

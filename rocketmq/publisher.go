@@ -161,7 +161,12 @@ func marshalAll(config PublisherConfig, topic string, msgs []*message.Message) (
 		if m.GetShardingKey() == "" && config.ShardingKeyFunc != nil {
 			m.WithShardingKey(config.ShardingKeyFunc(topic, msg))
 		}
-		n := propertiesSize(m)
+		// Counting the encoded properties copies them; the metadata tells cheaply when the
+		// limit is far away.
+		n := metadataSize(msg)
+		if n > maxPropertiesSize/2 {
+			n = propertiesSize(m)
+		}
 		if n > maxPropertiesSize {
 			return nil, nil, fmt.Errorf("%w: message %s has %d bytes of properties, the broker limit is %d", ErrMessageTooLarge, msg.UUID, n, maxPropertiesSize)
 		}
@@ -169,6 +174,16 @@ func marshalAll(config PublisherConfig, topic string, msgs []*message.Message) (
 		propSizes[i] = n
 	}
 	return out, propSizes, nil
+}
+
+// metadataSize estimates the encoded properties of msg: its metadata, its UUID and room for the
+// few system properties the client adds.
+func metadataSize(msg *message.Message) int {
+	n := 128 + len(UUIDProperty) + len(msg.UUID)
+	for k, v := range msg.Metadata {
+		n += len(k) + len(v) + 2
+	}
+	return n
 }
 
 // propertiesSize is the length of m's encoded properties (key \u0001 value \u0002 per entry).
@@ -194,8 +209,12 @@ func (p *Publisher) send(first *message.Message, batch []*primitive.Message) err
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.config.SendTimeout*time.Duration(1+p.config.Retries))
-	defer cancel()
+	// The client bounds every attempt by 3 s itself; a shorter SendTimeout needs a deadline.
+	if p.config.SendTimeout < clientAttemptTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.config.SendTimeout*time.Duration(1+p.config.Retries))
+		defer cancel()
+	}
 	for attempt := 0; ; attempt++ {
 		res, err := p.producer.SendSync(ctx, batch...)
 		if err != nil {
@@ -220,7 +239,11 @@ func (p *Publisher) send(first *message.Message, batch []*primitive.Message) err
 	}
 }
 
-const maxRouteRetries = 8
+const (
+	maxRouteRetries = 8
+	// clientAttemptTimeout is rocketmq-client-go's fixed timeout for one send attempt.
+	clientAttemptTimeout = 3 * time.Second
+)
 
 func routeRetryDelay(attempt int) time.Duration {
 	return min(20*time.Millisecond<<attempt, time.Second)
