@@ -152,6 +152,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	pc, err := consumer.NewPushConsumer(opts...)
 	if err != nil {
+		cancelBase()
 		return nil, fmt.Errorf("rocketmq: create consumer for %q: %w", topic, err)
 	}
 	sub.consumer = pc

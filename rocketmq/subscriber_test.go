@@ -313,3 +313,49 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 	assert.Equal(t, garbage.UUID, dead.UUID)
 	dead.Ack()
 }
+
+// In orderly mode a Nack suspends the queue and redelivers the message in place; after
+// MaxReconsumeTimes it goes to the DLQ and the queue moves on.
+func TestOrderlyNackRetriesInPlaceThenDLQ(t *testing.T) {
+	t.Parallel()
+	ns := nameServers(t)
+	topic := uniqueTopic("orderly-nack")
+	group := "g-" + topic
+	pub := newPublisher(t, ns, func(c *rocketmq.PublisherConfig) {
+		c.ShardingKeyFunc = func(string, *message.Message) string { return "k" }
+	})
+	sub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.Orderly = true
+		c.NackMode = rocketmq.NackBrokerRetry
+		c.MaxReconsumeTimes = 1
+		c.NackResendSleep = 10 * time.Millisecond
+		c.GroupFunc = func(string) string { return group }
+	})
+	msgs, err := sub.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	bad := message.NewMessage(watermill.NewUUID(), []byte("bad"))
+	next := message.NewMessage(watermill.NewUUID(), []byte("next"))
+	require.NoError(t, pub.Publish(topic, bad, next))
+
+	var times []int32
+	for {
+		msg := receive(t, msgs)
+		if msg.UUID == next.UUID {
+			msg.Ack()
+			break
+		}
+		require.Equal(t, bad.UUID, msg.UUID, "the queue must not move past the failing message")
+		times = append(times, reconsumeTimes(t, msg))
+		msg.Nack()
+	}
+	assert.Equal(t, []int32{0, 1, 2}, times, "delivered until reconsume times exceed MaxReconsumeTimes")
+
+	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
+	})
+	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
+	require.NoError(t, err)
+	dead := receive(t, dlq)
+	assert.Equal(t, bad.UUID, dead.UUID)
+	dead.Ack()
+}
