@@ -225,7 +225,7 @@ func sendN(t *testing.T, p rocketmq.Producer, topic string, n int, decorate func
 		res, err := p.SendSync(context.Background(), m)
 		require.NoError(t, err)
 		require.Equal(t, primitive.SendOK, res.Status)
-		bodies = append(bodies, body)
+		bodies = append(bodies, string(m.Body)) // decorate may have replaced the body
 	}
 	return bodies
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/rocketmq-client-go/v2/consumer"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,4 +93,32 @@ func BenchmarkRetentionSoak(b *testing.B) {
 	if retained > 0 {
 		b.ReportMetric(float64(ms.HeapAlloc-base)/float64(retained), "bytes/retained-msg")
 	}
+}
+
+// Consume-from-last and from-timestamp only matter once a queue no longer starts at offset 0
+// (before that the broker gives a new group offset 0): retention moves the start.
+func TestConsumeFromLastAndTimestampAfterRetention(t *testing.T) {
+	srv := minirmq.Run(t, minirmq.WithRetention(8<<10, 0))
+	tg := &target{addr: srv.Addr(), srv: srv}
+	topic := unique("T")
+	require.NoError(t, srv.CreateTopic(topic, 1))
+	p := tg.producer(t)
+	sendN(t, p, topic, 20, func(i int, m *primitive.Message) { m.Body = append(make([]byte, 1024), byte(i)) })
+	kept := srv.Messages(topic)
+	require.Greater(t, kept[0].QueueOffset, int64(0), "retention moved the queue's start")
+
+	var fromLast, fromTime received
+	tg.pushConsumer(t, unique("G"), topic, "*", collectAll(&fromLast), consumer.WithConsumeFromWhere(consumer.ConsumeFromLastOffset))
+	tg.pushConsumer(t, unique("G"), topic, "*", collectAll(&fromTime), consumer.WithConsumeFromWhere(consumer.ConsumeFromTimestamp),
+		consumer.WithConsumeTimestamp("20200101000000"))
+	waitFor(t, "from-timestamp to read what is kept", 30*time.Second, func() bool { return fromTime.len() >= len(kept) })
+	time.Sleep(500 * time.Millisecond) // from-last is polling at the end of the queue by now
+	sendN(t, p, topic, 3, func(i int, m *primitive.Message) { m.Body = []byte("fresh-" + strconv.Itoa(i)) })
+	waitFor(t, "from-last to read the new messages", 30*time.Second, func() bool { return fromLast.len() >= 3 })
+	time.Sleep(300 * time.Millisecond)
+	assert.Len(t, fromLast.bodies(), 3, "consume-from-last starts at the end: no old message")
+	for i := 0; i < 3; i++ {
+		assert.Equal(t, 1, fromLast.bodies()["fresh-"+strconv.Itoa(i)])
+	}
+	assert.GreaterOrEqual(t, fromTime.len(), len(kept), "a time before every message starts at the oldest kept one")
 }
