@@ -56,25 +56,28 @@ func startMinirmqProcess(b *testing.B) (addr string, pid int) {
 }
 
 // BenchmarkBrokerCPUPerMessage measures the broker's CPU per 1 KiB message at saturation
-// (SendSync from 8 goroutines through rocketmq-client-go). Against minirmq it runs cmd/minirmq as
-// a child process. Against a real broker set ROCKETMQ_NAMESRV and ROCKETMQ_BROKER_PIDS (the JVM
-// broker's and name server's PIDs, comma separated) to compare on the same machine.
+// (SendSync from 8 goroutines through rocketmq-client-go), reading the broker process's CPU time
+// from /proc. The minirmq case runs cmd/minirmq as a child process. With ROCKETMQ_NAMESRV and
+// ROCKETMQ_BROKER_PIDS (the JVM broker's and name server's PIDs, comma separated) an "external"
+// case measures a real broker in the same run, so -count interleaves the two.
 func BenchmarkBrokerCPUPerMessage(b *testing.B) {
-	addr, pids := os.Getenv("ROCKETMQ_NAMESRV"), []int{}
-	if addr != "" {
-		for _, f := range strings.Split(os.Getenv("ROCKETMQ_BROKER_PIDS"), ",") {
-			if pid, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
-				pids = append(pids, pid)
-			}
+	b.Run("minirmq", func(b *testing.B) {
+		addr, pid := startMinirmqProcess(b)
+		benchBrokerCPU(b, addr, []int{pid})
+	})
+	addr := os.Getenv("ROCKETMQ_NAMESRV")
+	var pids []int
+	for _, f := range strings.Split(os.Getenv("ROCKETMQ_BROKER_PIDS"), ",") {
+		if pid, err := strconv.Atoi(strings.TrimSpace(f)); err == nil {
+			pids = append(pids, pid)
 		}
-		if len(pids) == 0 {
-			b.Skip("set ROCKETMQ_BROKER_PIDS to the real broker's PIDs to measure its CPU")
-		}
-	} else {
-		var pid int
-		addr, pid = startMinirmqProcess(b)
-		pids = []int{pid}
 	}
+	if addr != "" && len(pids) > 0 {
+		b.Run("external", func(b *testing.B) { benchBrokerCPU(b, addr, pids) })
+	}
+}
+
+func benchBrokerCPU(b *testing.B, addr string, pids []int) {
 	p := benchProducer(b, addr)
 	topic := unique("CPU")
 	body := make([]byte, 1024)
