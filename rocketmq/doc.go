@@ -36,8 +36,9 @@
 // gives it back to the broker (NackBrokerRetry): it returns through %RETRY%<group> after a delay
 // level (MetadataRetryDelayLevel set by a handler or middleware before Nack, or the broker
 // default 3 + reconsume times; negative means straight to %DLQ%<group>) and lands in
-// %DLQ%<group> after MaxReconsumeTimes. In orderly mode a Nack suspends the queue and the
-// message is redelivered in place.
+// %DLQ%<group> after MaxReconsumeTimes. In orderly mode a Nack suspends the queue for
+// NackResendSleep and the message is redelivered in place, until MaxReconsumeTimes sends it to
+// the DLQ (a negative MetadataRetryDelayLevel does so at once).
 //
 // Close stops deliveries, cancels the contexts of delivered messages, waits up to CloseTimeout
 // for their Ack or Nack, shuts the consumers down (committing acked offsets; unacked messages

@@ -27,7 +27,8 @@ const (
 	// Nack(). In NackBrokerRetry mode (concurrent consumption) the message goes back to the
 	// broker with that delay level (1..18, larger values are clamped); a negative value sends it
 	// straight to %DLQ%<group>. Without it the broker default applies (3 + reconsume times).
-	// Orderly subscribers retry in place after NackResendSleep and ignore it.
+	// Orderly subscribers retry in place after NackResendSleep; there only a negative value
+	// counts (straight to the DLQ, when MaxReconsumeTimes is set).
 	MetadataRetryDelayLevel = "rocketmq_retry_delay_level"
 
 	// UUIDProperty is the user property that carries the Watermill message UUID.

@@ -434,6 +434,11 @@ func (sub *subscription) consume(ctx context.Context, msgs ...*primitive.Message
 				if octx, ok := primitive.GetOrderlyCtx(ctx); ok {
 					octx.SuspendCurrentQueueTimeMillis = int(sub.s.config.NackResendSleep / time.Millisecond)
 				}
+				if limit := sub.s.config.MaxReconsumeTimes; retryLevel < 0 && limit > 0 {
+					// The orderly client dead-letters a message once its reconsume times
+					// exceed the maximum; that is the only way to ask it for the DLQ.
+					ext.ReconsumeTimes = limit + 1
+				}
 				return consumer.SuspendCurrentQueueAMoment, nil
 			}
 			// The client gives every message of the callback back with the same level. With

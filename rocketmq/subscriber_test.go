@@ -359,3 +359,42 @@ func TestOrderlyNackRetriesInPlaceThenDLQ(t *testing.T) {
 	assert.Equal(t, bad.UUID, dead.UUID)
 	dead.Ack()
 }
+
+func TestOrderlyNegativeRetryDelayLevelDeadLettersAtOnce(t *testing.T) {
+	t.Parallel()
+	ns := nameServers(t)
+	topic := uniqueTopic("orderly-dlq")
+	group := "g-" + topic
+	pub := newPublisher(t, ns, func(c *rocketmq.PublisherConfig) {
+		c.ShardingKeyFunc = func(string, *message.Message) string { return "k" }
+	})
+	sub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.Orderly = true
+		c.NackMode = rocketmq.NackBrokerRetry
+		c.MaxReconsumeTimes = 5
+		c.NackResendSleep = 10 * time.Millisecond
+		c.GroupFunc = func(string) string { return group }
+	})
+	msgs, err := sub.Subscribe(context.Background(), topic)
+	require.NoError(t, err)
+	bad := message.NewMessage(watermill.NewUUID(), []byte("bad"))
+	next := message.NewMessage(watermill.NewUUID(), []byte("next"))
+	require.NoError(t, pub.Publish(topic, bad, next))
+
+	first := receive(t, msgs)
+	require.Equal(t, bad.UUID, first.UUID)
+	first.Metadata.Set(rocketmq.MetadataRetryDelayLevel, "-1")
+	first.Nack()
+	second := receive(t, msgs)
+	assert.Equal(t, next.UUID, second.UUID, "the dead-lettered message must not come back")
+	second.Ack()
+
+	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
+	})
+	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
+	require.NoError(t, err)
+	dead := receive(t, dlq)
+	assert.Equal(t, bad.UUID, dead.UUID)
+	dead.Ack()
+}
