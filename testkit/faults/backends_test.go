@@ -42,8 +42,6 @@ type target struct {
 	publisher func(t *testing.T) message.Publisher
 	// subscriber returns a new member of the consumer group; its caller closes it.
 	subscriber func(t *testing.T, group string, brokerRetry bool) (message.Subscriber, error)
-	// poisonPublisher, when set, is the router's publisher (for PoisonQueue).
-	poisonPublisher func(t *testing.T) message.Publisher
 
 	restart     func(t *testing.T)
 	restartSkip string
@@ -148,7 +146,6 @@ func rocketMQTarget(t *testing.T) *target {
 		return topic
 	}
 	tg.publisher = func(t *testing.T) message.Publisher { return newRocketMQPublisher(t, ns) }
-	tg.poisonPublisher = tg.publisher
 	tg.subscriber = func(t *testing.T, group string, brokerRetry bool) (message.Subscriber, error) {
 		return newRocketMQSubscriber(t, ns, group, brokerRetry), nil
 	}
@@ -332,7 +329,6 @@ func natsClientTarget(t *testing.T, url string) *target {
 		})
 		return pub
 	}
-	tg.poisonPublisher = tg.publisher
 	tg.subscriber = func(t *testing.T, group string, _ bool) (message.Subscriber, error) {
 		topicGroups := &natsGroupSubscriber{js: js, group: group}
 		conn := natsConnect(t, url, "faults-sub")
@@ -434,7 +430,6 @@ func kitTarget(t *testing.T, name string, newBackend func(testing.TB) testkit.Ba
 			return b.GroupSubscriber(t, group), nil
 		},
 	}
-	tg.poisonPublisher = tg.publisher
 	shared := name + " is the shared service scripts/test-services.sh starts; restarting, pausing or cutting it would break the other packages' tests that run at the same time"
 	tg.restartSkip, tg.dropSkip, tg.pauseSkip = shared, shared, shared
 	if name == "gochannel" {

@@ -194,6 +194,8 @@ type consumerOptions struct {
 	brokerRetry bool
 	// closeTimeout is the router's CloseTimeout (default 20 s).
 	closeTimeout time.Duration
+	// onSubscriber receives the subscriber the router creates.
+	onSubscriber func(message.Subscriber)
 }
 
 // startConsumer runs a rocketbus router whose one handler, in group, records every id it
@@ -208,14 +210,13 @@ func startConsumer(t *testing.T, tg *target, topic, group, path string, o consum
 	if o.closeTimeout == 0 {
 		o.closeTimeout = 20 * time.Second
 	}
-	var pub message.Publisher
-	if tg.poisonPublisher != nil {
-		pub = tg.poisonPublisher(t)
-	}
 	r, err := router.New(router.Config{
-		Publisher: pub,
 		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return tg.subscriber(t, group, o.brokerRetry)
+			sub, err := tg.subscriber(t, group, o.brokerRetry)
+			if err == nil && o.onSubscriber != nil {
+				o.onSubscriber(sub)
+			}
+			return sub, err
 		},
 		Middleware:   o.middleware,
 		CloseTimeout: o.closeTimeout,
