@@ -5,7 +5,7 @@
 # Slow tests that need no second run skip when ROCKETBUS_SECOND_PASS is set.
 GO ?= go
 PKGS ?= ./...
-BROKER_PKGS = $(shell $(GO) list ./rocketmq/... ./testkit/... ./kratosbus/... ./examples/... 2>/dev/null)
+BROKER_PKGS = $(shell $(GO) list ./rocketmq/... ./middleware/... ./testkit/... ./kratosbus/... ./examples/... 2>/dev/null)
 
 .PHONY: test vet fmt-check unit broker services bench
 
