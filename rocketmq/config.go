@@ -246,6 +246,13 @@ type SubscriberConfig struct {
 	ConsumeGoroutines int
 	// PullBatchSize is how many messages one pull fetches per queue. Default 32.
 	PullBatchSize int32
+	// ConsumeBatchSize is how many messages one client callback carries with
+	// NackRedeliverLocally in concurrent mode (broker retries and orderly mode always use 1).
+	// The messages of a callback are delivered one after the other, which saves the client a
+	// goroutine per message, but they are committed together: when a subscription closes in
+	// the middle of a callback, its already acked messages are delivered again later (at most
+	// ConsumeGoroutines * (ConsumeBatchSize-1) duplicates per close). Default 8; 1 for none.
+	ConsumeBatchSize int
 	// AutoCreateTopic makes Subscribe create a missing topic through the admin API (a push
 	// consumer cannot start on a topic without a route; SubscribeInitialize always does this).
 	// It also makes write-only topics readable (brokers create %DLQ%<group> topics without
@@ -278,6 +285,9 @@ func (c *SubscriberConfig) setDefaults() {
 	}
 	if c.PullBatchSize == 0 {
 		c.PullBatchSize = 32
+	}
+	if c.ConsumeBatchSize == 0 {
+		c.ConsumeBatchSize = 8
 	}
 	if c.TopicQueueNums == 0 {
 		c.TopicQueueNums = 4
@@ -327,6 +337,9 @@ func (c SubscriberConfig) Validate() error {
 	}
 	if c.PullBatchSize < 1 || c.PullBatchSize > 1024 {
 		return fmt.Errorf("rocketmq: PullBatchSize %d is out of range [1, 1024]", c.PullBatchSize)
+	}
+	if c.ConsumeBatchSize < 1 || c.ConsumeBatchSize > 1024 {
+		return fmt.Errorf("rocketmq: ConsumeBatchSize %d is out of range [1, 1024]", c.ConsumeBatchSize)
 	}
 	if c.TopicQueueNums < 1 || c.TopicQueueNums > 1024 {
 		return fmt.Errorf("rocketmq: TopicQueueNums %d is out of range [1, 1024]", c.TopicQueueNums)

@@ -47,6 +47,7 @@ func TestSubscriberConfigDefaultsAndValidate(t *testing.T) {
 		"unknown model":          func(c *SubscriberConfig) { c.Model = 7 },
 		"negative reconsume":     func(c *SubscriberConfig) { c.MaxReconsumeTimes = -1 },
 		"pull batch":             func(c *SubscriberConfig) { c.PullBatchSize = 5000 },
+		"consume batch":          func(c *SubscriberConfig) { c.ConsumeBatchSize = -1 },
 		"no name servers":        func(c *SubscriberConfig) { c.NameServers = nil },
 	}
 	for name, mutate := range bad {

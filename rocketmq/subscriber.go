@@ -231,11 +231,10 @@ func (s *Subscriber) consumerOptions(group string) []consumer.Option {
 
 // callbackBatchSize is how many messages one client callback carries. The client can only
 // retry or commit a callback's messages together, so broker retries and orderly mode need one
-// message per callback. With local redelivery a callback delivers its messages one after the
-// other, which saves the client a goroutine and bookkeeping per message.
+// message per callback (see SubscriberConfig.ConsumeBatchSize).
 func (s *Subscriber) callbackBatchSize() int {
 	if s.config.NackMode == NackRedeliverLocally && !s.config.Orderly {
-		return int(s.config.PullBatchSize)
+		return s.config.ConsumeBatchSize
 	}
 	return 1
 }
