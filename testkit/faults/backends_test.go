@@ -318,7 +318,8 @@ func natsClientTarget(t *testing.T, url string) *target {
 		pub, err := wnats.NewPublisherWithNatsConn(conn.Conn, wnats.PublisherPublishConfig{
 			Marshaler:         &wnats.NATSMarshaler{},
 			SubjectCalculator: wnats.DefaultSubjectCalculator,
-			JetStream:         wnats.JetStreamConfig{},
+			// A publish the server cannot confirm fails after 2 s instead of the default 5 s.
+			JetStream: wnats.JetStreamConfig{PublishOptions: []nats.PubOpt{nats.AckWait(2 * time.Second)}},
 		}, wmLogger())
 		if err != nil {
 			t.Fatal(err)

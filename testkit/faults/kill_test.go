@@ -27,6 +27,9 @@ func TestConsumerKilled(t *testing.T) {
 		check := startAckCheck(t, tg, topic, group, path)
 		res := publishAll(tg.publisher(t), topic, newIDs(killN), nil)
 		waitCount(t, path, killN/3)
+		// Kill while a handler is running: some backends deliver one message at a time, with
+		// gaps between handlers.
+		waitInFlight(t, path, begunPath)
 		first.kill(t)
 
 		begun, err := readLedger(begunPath)
@@ -65,4 +68,26 @@ func TestConsumerKilled(t *testing.T) {
 		t.Logf("%d of the %d held messages came back and were handled", back, len(held))
 		finish(t, caseName, tg.name, res, path, nil, itoa(len(held))+" held at the kill, "+itoa(back)+" came back")
 	})
+}
+
+// waitInFlight returns once some message has begun and not finished (or after 10 s).
+func waitInFlight(t *testing.T, path, begunPath string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		begun, err := readLedger(begunPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		done, err := readLedger(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for id := range begun {
+			if done[id] == 0 {
+				return
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }
