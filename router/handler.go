@@ -131,6 +131,10 @@ func Handle[In, Out any](r *Router, topic, publishTopic string, handler func(ctx
 	})
 }
 
+// testHookLateAdd, when set by a test, runs in addHandler between releasing r.mu and
+// subscribing a handler added to a running router.
+var testHookLateAdd func(r *Router)
+
 type rawHandler func(msg *message.Message, codec Codec) ([]*message.Message, error)
 
 func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h rawHandler) error {
@@ -197,10 +201,19 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 	}
 	r.wmHandlers = append(r.wmHandlers, wh)
 	started, runCtx := r.started, r.runCtx
+	if started {
+		// Counted under r.mu, where closed is false, so a Shutdown that starts from now on
+		// waits for this registration to finish before closing Watermill's router.
+		r.lateAdds.Add(1)
+	}
 	r.mu.Unlock()
 
 	if !started {
 		return nil
+	}
+	defer r.lateAdds.Done()
+	if testHookLateAdd != nil {
+		testHookLateAdd(r)
 	}
 	// A running router does not subscribe handlers added after its Run did; wait until Run
 	// subscribed the others (RunHandlers is not safe before), then subscribe this one. Outside

@@ -112,6 +112,12 @@ type Router struct {
 	runDone     chan struct{}
 	shutdownErr error
 	shutdownCh  chan struct{}
+
+	// lateAdds counts handlers registered while running that are between Watermill's
+	// AddHandler (which counts them as running) and RunHandlers (which starts them). Shutdown
+	// waits for it before Watermill's Close, which would otherwise wait for a handler that can
+	// no longer start, holding the lock RunHandlers needs, until CloseTimeout.
+	lateAdds sync.WaitGroup
 }
 
 // Subscription describes the handler that processes a message. Middleware reads it from the
@@ -319,6 +325,8 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 		// did start; wait for them.
 		return r.waitStopped(ctx)
 	}
+	r.cfg.Logger.Debug("Waiting for handlers registered while running to start", nil)
+	r.lateAdds.Wait()
 
 	closed := make(chan error, 1)
 	go func() { closed <- r.wm.Close() }()
