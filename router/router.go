@@ -168,13 +168,22 @@ func (r *Router) Codec() Codec { return r.cfg.Codec }
 func (r *Router) Logger() watermill.LoggerAdapter { return r.cfg.Logger }
 
 // AddMiddleware adds middleware to every handler, inside the router-wide middleware added
-// before it and outside each handler's own (WithMiddleware). Handlers that are already running
-// keep the chain they started with, as in Watermill.
+// before it and outside each handler's own (WithMiddleware). It must be called before Run:
+// Watermill reads its middleware list as handlers start, so adding to it while running would
+// race with them; after Run (or Close) it returns an error and adds nothing.
 func (r *Router) AddMiddleware(m ...message.HandlerMiddleware) error {
 	for i, mw := range m {
 		if mw == nil {
 			return fmt.Errorf("router: middleware %d is nil", i)
 		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return ErrClosed
+	}
+	if r.started {
+		return errors.New("router: AddMiddleware after Run: add middleware before running the router")
 	}
 	r.wm.AddMiddleware(m...)
 	return nil

@@ -440,6 +440,17 @@ func TestLifecycleEdges(t *testing.T) {
 		assert.ErrorContains(t, pub.Publish(context.Background(), "t", (*order)(nil)), "nil *router_test.order")
 	})
 
+	t.Run("middleware added after run", func(t *testing.T) {
+		r, err := router.New(router.Config{Subscriber: gc})
+		require.NoError(t, err)
+		require.NoError(t, router.Subscribe(r, "t", func(context.Context, *order) error { return nil }))
+		passThrough := func(h message.HandlerFunc) message.HandlerFunc { return h }
+		stop := start(t, r)
+		assert.ErrorContains(t, r.AddMiddleware(passThrough), "after Run")
+		require.NoError(t, stop())
+		assert.ErrorIs(t, r.AddMiddleware(passThrough), router.ErrClosed)
+	})
+
 	t.Run("handler added while running", func(t *testing.T) {
 		r, err := router.New(router.Config{Subscriber: gc})
 		require.NoError(t, err)
