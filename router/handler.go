@@ -39,7 +39,9 @@ func WithSubscriber(sub message.Subscriber) HandlerOption {
 	return func(o *handlerOptions) { o.subscriber = sub }
 }
 
-// WithMiddleware adds middleware to this handler only, inside the router-wide middleware.
+// WithMiddleware adds middleware to this handler only, inside the router-wide middleware and
+// outside the poisoning of undecodable messages, so a Retry added here never retries a decode
+// error.
 func WithMiddleware(m ...message.HandlerMiddleware) HandlerOption {
 	return func(o *handlerOptions) { o.middleware = append(o.middleware, m...) }
 }
@@ -162,15 +164,16 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 		}
 	}
 
-	// The handler's own middleware wraps the handler function directly rather than through
-	// Watermill's handler-level middleware, which a running router may snapshot before it is
-	// added. A decode error reaches the poison queue before any retry middleware sees it.
+	// The poison middleware wraps the handler function itself, so a decode error reaches the
+	// poison queue before any retry middleware (the handler's own or router-wide) sees it. The
+	// handler's own middleware wraps that directly rather than through Watermill's
+	// handler-level middleware, which a running router may snapshot before it is added.
 	codec := o.codec
 	fn := message.HandlerFunc(func(msg *message.Message) ([]*message.Message, error) { return h(msg, codec) })
+	fn = r.poisonMiddleware()(fn)
 	for i := len(o.middleware) - 1; i >= 0; i-- {
 		fn = o.middleware[i](fn)
 	}
-	fn = r.poisonMiddleware()(fn)
 
 	r.mu.Lock()
 	if r.closed {

@@ -207,43 +207,55 @@ func (c *countingCodec) Unmarshal(data []byte, v any) error {
 }
 
 func TestDecodeFailureGoesToPoisonQueueWithoutRetry(t *testing.T) {
-	gc := newGoChannel(t, gochannel.Config{})
-	codec := &countingCodec{Codec: router.JSON()}
-	retries := atomic.Int32{}
-	r, err := router.New(router.Config{
-		Publisher:  gc,
-		Subscriber: gc,
-		Codec:      codec,
-		Middleware: []message.HandlerMiddleware{wmmiddleware.Retry{
-			MaxRetries:      3,
-			InitialInterval: time.Millisecond,
-			OnRetryHook:     func(int, time.Duration) { retries.Add(1) },
-		}.Middleware},
-	})
-	require.NoError(t, err)
-	var called atomic.Bool
-	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error {
-		called.Store(true)
-		return nil
-	}))
-	poison, err := gc.Subscribe(context.Background(), router.DefaultPoisonTopic)
-	require.NoError(t, err)
-	start(t, r)
+	// Retry must not see decode errors, whether it is router-wide or the handler's own.
+	for _, perHandler := range []bool{false, true} {
+		name := "router-wide retry"
+		if perHandler {
+			name = "per-handler retry"
+		}
+		t.Run(name, func(t *testing.T) {
+			gc := newGoChannel(t, gochannel.Config{})
+			codec := &countingCodec{Codec: router.JSON()}
+			retries := atomic.Int32{}
+			retry := wmmiddleware.Retry{
+				MaxRetries:      3,
+				InitialInterval: time.Millisecond,
+				OnRetryHook:     func(int, time.Duration) { retries.Add(1) },
+			}.Middleware
+			cfg := router.Config{Publisher: gc, Subscriber: gc, Codec: codec}
+			var opts []router.HandlerOption
+			if perHandler {
+				opts = append(opts, router.WithMiddleware(retry))
+			} else {
+				cfg.Middleware = []message.HandlerMiddleware{retry}
+			}
+			r, err := router.New(cfg)
+			require.NoError(t, err)
+			var called atomic.Bool
+			require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error {
+				called.Store(true)
+				return nil
+			}, opts...))
+			poison, err := gc.Subscribe(context.Background(), router.DefaultPoisonTopic)
+			require.NoError(t, err)
+			start(t, r)
 
-	bad := message.NewMessage("bad-1", []byte("{not json"))
-	require.NoError(t, gc.Publish("orders", bad))
+			bad := message.NewMessage("bad-1", []byte("{not json"))
+			require.NoError(t, gc.Publish("orders", bad))
 
-	p := wait(t, poison, "the poisoned message")
-	p.Ack()
-	assert.Equal(t, "bad-1", p.UUID)
-	assert.Equal(t, "{not json", string(p.Payload))
-	reason := p.Metadata.Get(wmmiddleware.ReasonForPoisonedKey)
-	assert.Contains(t, reason, "cannot decode message bad-1")
-	assert.Contains(t, reason, "router_test.order")
-	assert.Equal(t, "orders", p.Metadata.Get(wmmiddleware.PoisonedTopicKey))
-	assert.Equal(t, int32(1), codec.decodes.Load(), "a decode failure must not be retried")
-	assert.Zero(t, retries.Load())
-	assert.False(t, called.Load())
+			p := wait(t, poison, "the poisoned message")
+			p.Ack()
+			assert.Equal(t, "bad-1", p.UUID)
+			assert.Equal(t, "{not json", string(p.Payload))
+			reason := p.Metadata.Get(wmmiddleware.ReasonForPoisonedKey)
+			assert.Contains(t, reason, "cannot decode message bad-1")
+			assert.Contains(t, reason, "router_test.order")
+			assert.Equal(t, "orders", p.Metadata.Get(wmmiddleware.PoisonedTopicKey))
+			assert.Equal(t, int32(1), codec.decodes.Load(), "a decode failure must not be retried")
+			assert.Zero(t, retries.Load())
+			assert.False(t, called.Load())
+		})
+	}
 }
 
 func TestDecodeFailureWithoutPublisherIsAcked(t *testing.T) {
