@@ -21,7 +21,7 @@ func BenchmarkRouter(b *testing.B) {
 	run := func(b *testing.B, register func(r *router.Router, gc *gochannel.GoChannel, done func()) error) {
 		gc := gochannel.NewGoChannel(gochannel.Config{OutputChannelBuffer: 1024}, watermill.NopLogger{})
 		defer gc.Close()
-		r, err := router.New(router.Config{Subscriber: gc})
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -9,8 +9,10 @@
 //
 // A handler's context carries the message (MessageFromContext, Metadata) and its Subscription.
 // Payloads are decoded with a Codec (JSON by default, Protobuf, or any Kratos codec); a payload
-// that cannot be decoded goes to the poison topic with the error in its metadata, and is never
-// retried. Watermill's own middleware (Retry, PoisonQueue, CorrelationID, Recoverer, Timeout,
+// that cannot be decoded goes to the poison topic (through Config.Publisher) with the error in
+// its metadata, and is never retried, not even by a Retry in a handler's own middleware; a
+// router without a Publisher must opt in to dropping such payloads (Config.DropUndecodable).
+// Watermill's own middleware (Retry, PoisonQueue, CorrelationID, Recoverer, Timeout,
 // Throttle) plugs in through Config.Middleware. Shutdown(ctx) lets in-flight handlers finish
 // while ctx lasts.
 package router

@@ -170,7 +170,7 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 	// handler-level middleware, which a running router may snapshot before it is added.
 	codec := o.codec
 	fn := message.HandlerFunc(func(msg *message.Message) ([]*message.Message, error) { return h(msg, codec) })
-	fn = r.poisonMiddleware()(fn)
+	fn = r.poison(fn)
 	for i := len(o.middleware) - 1; i >= 0; i-- {
 		fn = o.middleware[i](fn)
 	}
@@ -236,22 +236,24 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 	return sub.failure()
 }
 
-func (r *Router) poisonMiddleware() message.HandlerMiddleware {
-	if r.cfg.Publisher != nil {
-		mw, err := wmmiddleware.PoisonQueueWithFilter(r.cfg.Publisher, r.cfg.PoisonTopic, IsDecodeError)
-		if err == nil {
-			return mw
+// newPoisonMiddleware sends undecodable messages to the poison topic, or, without a
+// Publisher (only allowed with DropUndecodable), acks and logs them.
+func newPoisonMiddleware(cfg Config) (message.HandlerMiddleware, error) {
+	if cfg.Publisher != nil {
+		mw, err := wmmiddleware.PoisonQueueWithFilter(cfg.Publisher, cfg.PoisonTopic, IsDecodeError)
+		if err != nil {
+			return nil, fmt.Errorf("router: poison queue: %w", err)
 		}
-		// Unreachable: the topic is never empty after setDefaults.
-		panic(err)
+		return mw, nil
 	}
-	logger := r.cfg.Logger
+	logger := cfg.Logger
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
 			if err != nil && IsDecodeError(err) {
-				// Without a publisher there is no poison queue; retrying would loop forever, so
-				// the message is acked after the error is logged with the whole payload.
+				// There is no poison queue and retrying would loop forever: the user chose
+				// (DropUndecodable) to ack the message once the error is logged with the whole
+				// payload.
 				msg.Metadata.Set(wmmiddleware.ReasonForPoisonedKey, err.Error())
 				logger.Error("Dropping undecodable message: the router has no Publisher for the poison queue", err,
 					watermill.LogFields{"message_uuid": msg.UUID, "payload": string(msg.Payload), "metadata": msg.Metadata})
@@ -259,7 +261,7 @@ func (r *Router) poisonMiddleware() message.HandlerMiddleware {
 			}
 			return out, err
 		}
-	}
+	}, nil
 }
 
 type messageKey struct{}

@@ -48,7 +48,7 @@ func TestShutdownDuringLateRegistration(t *testing.T) {
 		markers: []string{"Closing router", "registered while running"},
 		reached: make(chan struct{}),
 	}
-	r, err := New(Config{Subscriber: gc, CloseTimeout: time.Hour, Logger: logger})
+	r, err := New(Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: time.Hour, Logger: logger})
 	require.NoError(t, err)
 	nop := func(context.Context, *struct{}) error { return nil }
 	require.NoError(t, Subscribe(r, "first", nop))

@@ -22,9 +22,16 @@ var ErrClosed = errors.New("router: closed")
 // Config configures a Router. Either Subscriber or NewSubscriber must be set.
 type Config struct {
 	// Publisher receives the messages publishing handlers return and the poisoned messages.
-	// It may be nil for a router that only consumes. The router never closes it: whoever
-	// created it closes it, after the router.
+	// It may be nil only for a router that only consumes and sets DropUndecodable. The router
+	// never closes it: whoever created it closes it, after the router.
 	Publisher message.Publisher
+
+	// DropUndecodable lets a router without a Publisher run: with no poison topic to send
+	// them to, messages no handler can decode are then acked and dropped (logged at error
+	// level with their payload, through Logger, which discards logs by default). Without it,
+	// New rejects a Config with a nil Publisher rather than lose such messages silently. It has
+	// no effect when Publisher is set.
+	DropUndecodable bool
 
 	// Subscriber serves every subscription that names no group-specific subscriber. It suits
 	// backends without consumer groups (gochannel). The router does not close it; its
@@ -76,6 +83,9 @@ func (c Config) Validate() error {
 	if c.Subscriber == nil && c.NewSubscriber == nil {
 		return errors.New("router: config needs a Subscriber or a NewSubscriber function")
 	}
+	if c.Publisher == nil && !c.DropUndecodable {
+		return errors.New("router: config needs a Publisher for the poison topic (set DropUndecodable to run without one and drop undecodable messages)")
+	}
 	if c.CloseTimeout < 0 {
 		return fmt.Errorf("router: negative CloseTimeout %s", c.CloseTimeout)
 	}
@@ -91,8 +101,9 @@ func (c Config) Validate() error {
 // a subscriber per consumer group, poisoning of undecodable messages, and a shutdown bounded
 // by a context (Shutdown) that lets in-flight handlers finish while the context lasts.
 type Router struct {
-	cfg Config
-	wm  *message.Router
+	cfg    Config
+	wm     *message.Router
+	poison message.HandlerMiddleware // wraps every handler function, see addHandler
 
 	// abort is cancelled when a Shutdown's context expires: handler contexts derive from it
 	// instead of from the subscription, so that closing the subscription does not cancel the
@@ -139,9 +150,14 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, fmt.Errorf("router: %w", err)
 	}
+	poison, err := newPoisonMiddleware(cfg)
+	if err != nil {
+		return nil, err
+	}
 	r := &Router{
 		cfg:        cfg,
 		wm:         wm,
+		poison:     poison,
 		subs:       map[string]message.Subscriber{},
 		handlers:   map[string]Subscription{},
 		runDone:    make(chan struct{}),

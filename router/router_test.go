@@ -262,7 +262,7 @@ func TestDecodeFailureWithoutPublisherIsAcked(t *testing.T) {
 	// Publish blocks until the subscriber acks: a nack would redeliver and never return.
 	gc := newGoChannel(t, gochannel.Config{BlockPublishUntilSubscriberAck: true})
 	codec := &countingCodec{Codec: router.JSON()}
-	r, err := router.New(router.Config{Subscriber: gc, Codec: codec})
+	r, err := router.New(router.Config{Subscriber: gc, Codec: codec, DropUndecodable: true})
 	require.NoError(t, err)
 	require.NoError(t, router.Subscribe(r, "orders", func(ctx context.Context, o *order) error { return nil }))
 	start(t, r)
@@ -275,7 +275,7 @@ func TestDecodeFailureWithoutPublisherIsAcked(t *testing.T) {
 
 func TestHandlerErrorsAreNackedAndRedelivered(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 	require.NoError(t, err)
 	attempts := atomic.Int32{}
 	done := make(chan struct{})
@@ -300,6 +300,7 @@ func TestSubscriberPerGroup(t *testing.T) {
 	created := map[string]int{}
 	closed := map[string]int{}
 	r, err := router.New(router.Config{
+		DropUndecodable: true,
 		NewSubscriber: func(group string) (message.Subscriber, error) {
 			mu.Lock()
 			defer mu.Unlock()
@@ -327,7 +328,7 @@ func TestSubscriberPerGroup(t *testing.T) {
 }
 
 func TestSubscriberFactoryErrorIsReturned(t *testing.T) {
-	r, err := router.New(router.Config{NewSubscriber: func(group string) (message.Subscriber, error) {
+	r, err := router.New(router.Config{DropUndecodable: true, NewSubscriber: func(group string) (message.Subscriber, error) {
 		return nil, errors.New("no name server")
 	}})
 	require.NoError(t, err)
@@ -349,7 +350,7 @@ func (s *trackedSubscriber) Close() error {
 
 func TestShutdownDrainsInFlightHandlers(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 	require.NoError(t, err)
 	entered := make(chan struct{})
 	release := make(chan struct{})
@@ -383,7 +384,7 @@ func TestShutdownDrainsInFlightHandlers(t *testing.T) {
 
 func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 	require.NoError(t, err)
 	entered := make(chan struct{})
 	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
@@ -412,7 +413,7 @@ func TestLifecycleEdges(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
 
 	t.Run("close before run", func(t *testing.T) {
-		r, err := router.New(router.Config{Subscriber: gc})
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		require.NoError(t, err)
 		require.NoError(t, router.Subscribe(r, "t", func(context.Context, *order) error { return nil }))
 		require.NoError(t, r.Close())
@@ -422,7 +423,7 @@ func TestLifecycleEdges(t *testing.T) {
 	})
 
 	t.Run("duplicate names", func(t *testing.T) {
-		r, err := router.New(router.Config{Subscriber: gc})
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		require.NoError(t, err)
 		nop := func(context.Context, *order) error { return nil }
 		require.NoError(t, router.Subscribe(r, "t", nop))
@@ -435,7 +436,12 @@ func TestLifecycleEdges(t *testing.T) {
 	t.Run("bad input", func(t *testing.T) {
 		_, err := router.New(router.Config{})
 		assert.ErrorContains(t, err, "needs a Subscriber")
-		r, err := router.New(router.Config{Subscriber: gc})
+		// Without a Publisher undecodable messages have nowhere to go: dropping them must be
+		// asked for.
+		_, err = router.New(router.Config{Subscriber: gc})
+		assert.ErrorContains(t, err, "needs a Publisher")
+		assert.ErrorContains(t, err, "DropUndecodable")
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		require.NoError(t, err)
 		assert.ErrorContains(t, router.Subscribe[order](r, "t", nil), "nil handler")
 		assert.ErrorContains(t, router.Subscribe(r, "", func(context.Context, *order) error { return nil }), "empty topic")
@@ -453,7 +459,7 @@ func TestLifecycleEdges(t *testing.T) {
 	})
 
 	t.Run("middleware added after run", func(t *testing.T) {
-		r, err := router.New(router.Config{Subscriber: gc})
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		require.NoError(t, err)
 		require.NoError(t, router.Subscribe(r, "t", func(context.Context, *order) error { return nil }))
 		passThrough := func(h message.HandlerFunc) message.HandlerFunc { return h }
@@ -464,7 +470,7 @@ func TestLifecycleEdges(t *testing.T) {
 	})
 
 	t.Run("handler added while running", func(t *testing.T) {
-		r, err := router.New(router.Config{Subscriber: gc})
+		r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 		require.NoError(t, err)
 		start(t, r)
 		got := make(chan string, 1)
@@ -507,7 +513,7 @@ func (failingSubscriber) Subscribe(context.Context, string) (<-chan *message.Mes
 
 func TestRunReportsSubscriptionFailures(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
 	require.NoError(t, err)
 	nop := func(context.Context, *order) error { return nil }
 	require.NoError(t, router.Subscribe(r, "good", nop))
@@ -523,7 +529,8 @@ func TestWatermillTimeoutAppliesToHandlers(t *testing.T) {
 	// that derives a context from the message, like Watermill's Timeout, still bounds them.
 	gc := newGoChannel(t, gochannel.Config{})
 	r, err := router.New(router.Config{
-		Subscriber: gc,
+		Subscriber:      gc,
+		DropUndecodable: true,
 		Middleware: []message.HandlerMiddleware{
 			func(h message.HandlerFunc) message.HandlerFunc {
 				return func(msg *message.Message) ([]*message.Message, error) {

@@ -203,8 +203,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer pub.Close()
 
+	// Undecodable events go to the poison topic through an ordinary producer: a transactional
+	// one would make each of them a transaction.
+	poison, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	if err != nil {
+		return err
+	}
+	defer poison.Close()
+
 	// Shipping consumes the committed events.
 	r, err := router.New(router.Config{
+		Publisher: poison,
 		NewSubscriber: func(group string) (message.Subscriber, error) {
 			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
 				NameServers:     broker.NameServers,
