@@ -108,7 +108,7 @@ func TestKratosApp(t *testing.T) {
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	defer gc.Close()
-	backend := kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return keepOpen{gc}, nil })
+	backend := kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return gc, nil })
 
 	repo := newOrderRepo(t)
 	pub, err := kratosbus.NewPublisher(backend, kratosbus.WithTracerProvider(tp), kratosbus.WithPropagator(prop))

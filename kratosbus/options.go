@@ -118,8 +118,10 @@ func WithRouterMiddleware(m ...message.HandlerMiddleware) Option {
 // WithBackend replaces RocketMQ with any Watermill backend: pub publishes (handler outputs,
 // poisoned messages, and the data-layer Publisher's messages), newSubscriber creates the
 // subscriber of a consumer group. For backends without groups (gochannel) return the same
-// subscriber for every group. The caller keeps ownership of pub; the server closes the
-// subscribers. A Publisher needs only pub (newSubscriber may be nil).
+// subscriber for every group. The caller keeps ownership of pub and closes it after the
+// server stopped. The server closes the subscribers newSubscriber returns, except one that is
+// pub itself (a pub/sub in one object like gochannel), which stays the caller's. A Publisher
+// needs only pub (newSubscriber may be nil).
 func WithBackend(pub message.Publisher, newSubscriber SubscriberFactory) Option {
 	return func(o *options) { o.publisher = pub; o.newSubscriber = newSubscriber }
 }

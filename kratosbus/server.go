@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"reflect"
 	"sync"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -67,7 +68,16 @@ func NewServer(opts ...Option) (*Server, error) {
 		if o.newSubscriber == nil {
 			return nil, errors.New("kratosbus: WithBackend needs a subscriber factory for a Server")
 		}
-		pub, newSub = o.publisher, o.newSubscriber
+		pub = o.publisher
+		newSub = func(group string) (message.Subscriber, error) {
+			sub, err := o.newSubscriber(group)
+			if err == nil && sameObject(sub, pub) {
+				// A pub/sub in one object (gochannel) belongs to the caller, who keeps
+				// publishing with it after the server stopped: the server must not close it.
+				sub = keepOpen{sub}
+			}
+			return sub, err
+		}
 	}
 
 	mws := []message.HandlerMiddleware{middleware.Tracing(traceOptions(o)...)}
@@ -104,6 +114,25 @@ func NewServer(opts ...Option) (*Server, error) {
 	s.endpoint = endpointOf(o)
 	return s, nil
 }
+
+// sameObject reports whether sub and pub are one value, without panicking on dynamic types
+// that cannot be compared.
+func sameObject(sub message.Subscriber, pub message.Publisher) bool {
+	if sub == nil || pub == nil {
+		return false
+	}
+	a, b := any(sub), any(pub)
+	ta := reflect.TypeOf(a)
+	if ta != reflect.TypeOf(b) || !ta.Comparable() {
+		return false
+	}
+	return a == b
+}
+
+// keepOpen hides Close from the router, which closes the subscribers it gets from the factory.
+type keepOpen struct{ message.Subscriber }
+
+func (keepOpen) Close() error { return nil }
 
 func newRocketMQPublisher(o options, wl watermill.LoggerAdapter) (*rocketmq.Publisher, error) {
 	cfg := rocketmq.PublisherConfig{NameServers: o.nameServers}

@@ -67,13 +67,19 @@ func goChannelBackend(t *testing.T) (*gochannel.GoChannel, kratosbus.Option) {
 	t.Helper()
 	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 	t.Cleanup(func() { _ = gc.Close() })
-	return gc, kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return keepOpen{gc}, nil })
+	return gc, kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return gc, nil })
 }
 
-// keepOpen lets the test's publisher outlive the server's subscribers on a shared GoChannel.
-type keepOpen struct{ message.Subscriber }
+// closeCounter counts Close calls and leaves the shared GoChannel open.
+type closeCounter struct {
+	message.Subscriber
+	closed atomic.Int32
+}
 
-func (keepOpen) Close() error { return nil }
+func (c *closeCounter) Close() error {
+	c.closed.Add(1)
+	return nil
+}
 
 // startServer runs srv.Start like Kratos does and returns a stop function that returns Start's
 // result.
@@ -199,6 +205,29 @@ func TestServerLifecycle(t *testing.T) {
 		appErr := make(chan error, 1)
 		go func() { appErr <- app.Run() }()
 		assert.ErrorContains(t, wait(t, appErr, "app.Run to fail"), `subscribing to topic "t"`)
+	})
+
+	t.Run("stop leaves the backend's pub/sub open and closes other subscribers", func(t *testing.T) {
+		gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+		t.Cleanup(func() { _ = gc.Close() })
+		other := &closeCounter{Subscriber: gc}
+		srv, err := kratosbus.NewServer(kratosbus.WithLogger(quiet),
+			kratosbus.WithBackend(gc, func(group string) (message.Subscriber, error) {
+				if group == "own" {
+					return other, nil
+				}
+				return gc, nil // the caller's pub/sub, also the server's publisher
+			}))
+		require.NoError(t, err)
+		nop := func(context.Context, string, kratosbus.Headers, *order) error { return nil }
+		require.NoError(t, kratosbus.RegisterSubscriber(srv, "t", "shared", nop))
+		require.NoError(t, kratosbus.RegisterSubscriber(srv, "u", "own", nop))
+		stop := startServer(t, srv)
+		require.NoError(t, stop())
+		// A closed GoChannel refuses to publish.
+		assert.NoError(t, gc.Publish("t", message.NewMessage(watermill.NewUUID(), []byte(`{}`))),
+			"Stop closed the caller's GoChannel")
+		assert.Equal(t, int32(1), other.closed.Load(), "the factory's own subscriber is the server's to close")
 	})
 
 	t.Run("endpoint", func(t *testing.T) {
