@@ -211,6 +211,9 @@ func startConsumer(t *testing.T, tg *target, topic, group, path string, o consum
 		o.closeTimeout = 20 * time.Second
 	}
 	r, err := router.New(router.Config{
+		// Every message of the suite decodes; one that did not would be dropped and then
+		// counted as lost, failing the case, which is what it should do.
+		DropUndecodable: true,
 		NewSubscriber: func(group string) (message.Subscriber, error) {
 			sub, err := tg.subscriber(t, group, o.brokerRetry)
 			if err == nil && o.onSubscriber != nil {
