@@ -4,12 +4,18 @@ import (
 	"context"
 	"regexp"
 	"testing"
+	"time"
 
+	"github.com/go-kratos/kratos/v2/log"
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/goleak"
 
 	"github.com/rocketbus/rocketbus/examples/internal/extest"
+	"github.com/rocketbus/rocketbus/testkit/minirmq"
 )
 
 func TestMain(m *testing.M) {
@@ -44,4 +50,24 @@ func TestKratosServiceDemo(t *testing.T) {
 func TestKratosServiceBadFlag(t *testing.T) {
 	var out extest.Output
 	require.Error(t, run(context.Background(), []string{"-http"}, &out))
+}
+
+// The bus server owns a RocketMQ producer from its creation: the cleanup NewBusServer returns
+// must stop it, even when the app never ran.
+func TestBusServerCleanupStopsServer(t *testing.T) {
+	nameServer := minirmq.NameServer(t)
+	c := &Config{NameServers: []string{nameServer}, Topic: "cleanup_" + uuid.NewString()[:8], Group: "cleanup_" + uuid.NewString()[:8]}
+	quiet := log.NewFilter(log.DefaultLogger, log.FilterLevel(log.LevelFatal))
+	srv, cleanup, err := NewBusServer(c, NewOrderUsecase(nil), noop.NewTracerProvider(), propagation.TraceContext{}, quiet)
+	require.NoError(t, err)
+	cleanup()
+	// Start on a stopped server returns at once; on a live one it would run until Stop.
+	started := make(chan error, 1)
+	go func() { started <- srv.Start(context.Background()) }()
+	select {
+	case err := <-started:
+		assert.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the cleanup did not stop the bus server")
+	}
 }

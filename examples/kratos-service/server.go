@@ -69,8 +69,10 @@ func NewHTTPServer(c *Config, uc *OrderUsecase, tp trace.TracerProvider, prop pr
 }
 
 // NewBusServer is the kratosbus server: the message handlers of the service, with the same
-// Kratos middleware as the HTTP server, so the consumer continues the producer's trace.
-func NewBusServer(c *Config, uc *OrderUsecase, tp trace.TracerProvider, prop propagation.TextMapPropagator, logger log.Logger) (*kratosbus.Server, error) {
+// Kratos middleware as the HTTP server, so the consumer continues the producer's trace. The
+// server owns a RocketMQ producer from the start: the cleanup stops it (the Kratos app stops
+// it too when it ran; Stop is idempotent), and a failed registration stops it at once.
+func NewBusServer(c *Config, uc *OrderUsecase, tp trace.TracerProvider, prop propagation.TextMapPropagator, logger log.Logger) (*kratosbus.Server, func(), error) {
 	srv, err := kratosbus.NewServer(
 		kratosbus.WithNameServer(c.NameServers...),
 		kratosbus.WithCodec("json"),
@@ -80,16 +82,24 @@ func NewBusServer(c *Config, uc *OrderUsecase, tp trace.TracerProvider, prop pro
 		kratosbus.WithMiddleware(recovery.Recovery(), tracing.Server(tracing.WithTracerProvider(tp), tracing.WithPropagator(prop))),
 	)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	cleanup := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := srv.Stop(ctx); err != nil {
+			_ = logger.Log(log.LevelError, "msg", "stopping the bus server", "err", err)
+		}
 	}
 	err = kratosbus.RegisterSubscriber(srv, c.Topic, c.Group,
 		func(ctx context.Context, topic string, headers kratosbus.Headers, ev *OrderPlaced) error {
 			return uc.Confirm(ctx, ev)
 		})
 	if err != nil {
-		return nil, err
+		cleanup()
+		return nil, nil, err
 	}
-	return srv, nil
+	return srv, cleanup, nil
 }
 
 // service is the assembled app with its servers (the demo needs their addresses and state).

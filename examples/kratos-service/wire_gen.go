@@ -25,13 +25,14 @@ func wireApp(config *Config, logger log.Logger, tracerProvider trace.TracerProvi
 	mainOrderRepo := NewOrderRepo(publisher, config)
 	orderUsecase := NewOrderUsecase(mainOrderRepo)
 	server := NewHTTPServer(config, orderUsecase, tracerProvider, textMapPropagator)
-	kratosbusServer, err := NewBusServer(config, orderUsecase, tracerProvider, textMapPropagator, logger)
+	kratosbusServer, cleanup2, err := NewBusServer(config, orderUsecase, tracerProvider, textMapPropagator, logger)
 	if err != nil {
 		cleanup()
 		return nil, nil, err
 	}
 	mainService := newService(logger, server, kratosbusServer)
 	return mainService, func() {
+		cleanup2()
 		cleanup()
 	}, nil
 }
