@@ -188,14 +188,26 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	withDelay := func(m *message.Message) { delay.Message(m, delay.For(payWithin)) }
+	// Every order is placed, and every third one paid, before any deadline is published: with
+	// the broker's delays sped up, a deadline could otherwise arrive before the payment that
+	// beats it in real time (30 s against a payment that takes a moment).
 	for i := 1; i <= n; i++ {
 		id := fmt.Sprintf("o-%d", i)
 		db.set(id, Unpaid)
+		out.Printf("order %s placed", id)
+	}
+	for i := 3; i <= n; i += 3 {
+		id := fmt.Sprintf("o-%d", i)
+		db.set(id, Paid)
+		out.Printf("order %s paid", id)
+	}
+	for i := 1; i <= n; i++ {
+		id := fmt.Sprintf("o-%d", i)
 		if err := deadlines.Publish(ctx, topic, PaymentDeadline{OrderID: id}, withDelay,
 			router.WithMetadata(rocketmq.MetadataKeys, id)); err != nil {
 			return err
 		}
-		out.Printf("order %s placed, payment deadline in %s", id, payWithin)
+		out.Printf("order %s: payment deadline in %s", id, payWithin)
 	}
 	if b := broker.Embedded; b != nil {
 		held := 0
@@ -205,11 +217,6 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 		}
 		out.Printf("the broker holds %d deadline messages in SCHEDULE_TOPIC_XXXX until they are due", held)
-	}
-	for i := 3; i <= n; i += 3 {
-		id := fmt.Sprintf("o-%d", i)
-		db.set(id, Paid)
-		out.Printf("order %s paid", id)
 	}
 
 	var waitErr error
