@@ -70,8 +70,7 @@ func brokerFault(t *testing.T, caseName string, tg *target, fault func(t *testin
 	// After a restart or a cut the RocketMQ client notices a dead long-polling pull only at its
 	// 30 s request timeout, so a consumer may stall that long before it resumes.
 	waitHandled(t, path, res.okIDs, nil, 90*time.Second)
-	finish(t, caseName, tg.name, res, path, nil, "")
-	check.stop(t)
+	finish(t, caseName, tg.name, res, path, nil, check.stop(t))
 }
 
 func newGroup() string { return "faults_" + newIDs(1)[0][:12] }
@@ -144,8 +143,9 @@ func (c *ackCheck) sample(srv *minirmq.Server, topic, group, path string) {
 	c.mu.Unlock()
 }
 
-// stop ends the sampling and fails the test if a message was acked before it was handled.
-func (c *ackCheck) stop(t *testing.T) {
+// stop ends the sampling and fails the test if a message was acked before it was handled. It
+// returns a summary for the report ("" when nothing was sampled).
+func (c *ackCheck) stop(t *testing.T) string {
 	t.Helper()
 	select {
 	case <-c.stopCh:
@@ -161,4 +161,8 @@ func (c *ackCheck) stop(t *testing.T) {
 	if len(c.violations) > 0 {
 		t.Errorf("acked before the handler returned nil: %v", c.violations[:min(10, len(c.violations))])
 	}
+	if c.samples == 0 {
+		return ""
+	}
+	return fmt.Sprintf("ack check: %d samples, %d acked before their handler returned", c.samples, len(c.violations))
 }

@@ -2,6 +2,7 @@ package faults
 
 import (
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -54,7 +55,7 @@ func TestConsumerKilled(t *testing.T) {
 		second := spawnChild(t, tg, topic, group, path, filepath.Join(dir, "begun2"), 0)
 		waitHandled(t, path, res.okIDs, nil, 90*time.Second)
 		second.stop(t)
-		check.stop(t)
+		acks := check.stop(t)
 		after, err := readLedger(path)
 		if err != nil {
 			t.Fatal(err)
@@ -66,7 +67,7 @@ func TestConsumerKilled(t *testing.T) {
 			}
 		}
 		t.Logf("%d of the %d held messages came back and were handled", back, len(held))
-		finish(t, caseName, tg.name, res, path, nil, itoa(len(held))+" held at the kill, "+itoa(back)+" came back")
+		finish(t, caseName, tg.name, res, path, nil, strings.TrimSuffix(itoa(len(held))+" held at the kill, "+itoa(back)+" came back; "+acks, "; "))
 	})
 }
 
