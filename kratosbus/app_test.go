@@ -165,15 +165,19 @@ func TestKratosApp(t *testing.T) {
 	assert.Subset(t, names, []string{"/orders", "send orders", "process orders", "orders"})
 }
 
-// ackTracker records which delivered messages were acked, as the broker would see it.
+// ackTracker records which delivered messages were acked, as the broker would see it, and
+// closes cancelled when the context of a subscription ends (the server stopping it).
 type ackTracker struct {
 	message.Subscriber
-	mu    sync.Mutex
-	acked map[string]bool
-	wg    sync.WaitGroup
+	mu        sync.Mutex
+	acked     map[string]bool
+	wg        sync.WaitGroup
+	cancelled chan struct{}
+	once      sync.Once
 }
 
 func (a *ackTracker) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	context.AfterFunc(ctx, func() { a.once.Do(func() { close(a.cancelled) }) })
 	in, err := a.Subscriber.Subscribe(ctx, topic)
 	if err != nil {
 		return nil, err
@@ -217,7 +221,7 @@ func TestKratosAppGracefulStop(t *testing.T) {
 			// BlockPublishUntilSubscriberAck is off: gochannel delivers all messages at once.
 			gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
 			defer gc.Close()
-			tracker := &ackTracker{Subscriber: gc, acked: map[string]bool{}}
+			tracker := &ackTracker{Subscriber: gc, acked: map[string]bool{}, cancelled: make(chan struct{})}
 			repo := newOrderRepo(t)
 			bus, err := kratosbus.NewServer(kratosbus.WithLogger(quiet),
 				kratosbus.WithBackend(gc, func(string) (message.Subscriber, error) { return tracker, nil }))
@@ -256,8 +260,8 @@ func TestKratosAppGracefulStop(t *testing.T) {
 
 			require.NoError(t, app.Stop())
 			if tc.stopTimeout > time.Second {
-				// Let the handlers finish while the app is stopping.
-				time.Sleep(20 * time.Millisecond)
+				// The handlers finish once the app's Stop ended the subscription.
+				wait(t, tracker.cancelled, "Stop to end the subscription")
 				close(release)
 				require.NoError(t, wait(t, appErr, "app.Run"))
 			} else {

@@ -350,7 +350,8 @@ func (s *trackedSubscriber) Close() error {
 
 func TestShutdownDrainsInFlightHandlers(t *testing.T) {
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true})
+	sub := &cancelSignal{Subscriber: gc, cancelled: make(chan struct{})}
+	r, err := router.New(router.Config{Subscriber: sub, DropUndecodable: true})
 	require.NoError(t, err)
 	entered := make(chan struct{})
 	release := make(chan struct{})
@@ -369,9 +370,9 @@ func TestShutdownDrainsInFlightHandlers(t *testing.T) {
 
 	stopped := make(chan error, 1)
 	go func() { stopped <- stop() }()
-	// Give Shutdown time to close the subscription before the handler goes on; whatever the
-	// scheduling, Shutdown must not return before the handler did.
-	time.Sleep(20 * time.Millisecond)
+	// The handler goes on only once Shutdown ended the subscription, and Shutdown must still
+	// wait for it.
+	wait(t, sub.cancelled, "Shutdown to end the subscription")
 	close(release)
 	assert.NoError(t, wait(t, stopped, "Shutdown"))
 	select {
@@ -380,6 +381,17 @@ func TestShutdownDrainsInFlightHandlers(t *testing.T) {
 	default:
 		t.Fatal("Shutdown returned before the in-flight handler finished")
 	}
+}
+
+// cancelSignal closes cancelled when the context of its (single) subscription ends.
+type cancelSignal struct {
+	message.Subscriber
+	cancelled chan struct{}
+}
+
+func (s *cancelSignal) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	context.AfterFunc(ctx, func() { close(s.cancelled) })
+	return s.Subscriber.Subscribe(ctx, topic)
 }
 
 func TestShutdownDeadlineCancelsHandlers(t *testing.T) {
