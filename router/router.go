@@ -281,6 +281,13 @@ func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *m
 	return ch, nil
 }
 
+// Close keeps Watermill's router from closing the subscriber: Watermill closes it once per
+// handler, while a group's subscriber serves several handlers and the Config.Subscriber and
+// WithSubscriber ones are not the router's. The subscriptions still end, because Watermill
+// cancels their context; Shutdown closes the subscribers the router owns, once each, after the
+// handlers stopped.
+func (g *subscribeGuard) Close() error { return nil }
+
 func (g *subscribeGuard) failure() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -413,10 +420,10 @@ func (r *Router) scopeMiddleware(h message.HandlerFunc) message.HandlerFunc {
 
 func (r *Router) subscriberFor(group string, override message.Subscriber) (message.Subscriber, error) {
 	if override != nil {
-		return noCloseSubscriber{override}, nil
+		return override, nil
 	}
 	if r.cfg.NewSubscriber == nil {
-		return noCloseSubscriber{r.cfg.Subscriber}, nil
+		return r.cfg.Subscriber, nil
 	}
 	if sub, ok := r.subs[group]; ok {
 		return sub, nil
@@ -440,12 +447,6 @@ func SubscriptionFromContext(ctx context.Context) (Subscription, bool) {
 	s, ok := ctx.Value(subscriptionKey{}).(Subscription)
 	return s, ok
 }
-
-// noCloseSubscriber keeps Watermill's router from closing a subscriber the router does not own;
-// the subscriptions still end, because Watermill cancels their context.
-type noCloseSubscriber struct{ message.Subscriber }
-
-func (noCloseSubscriber) Close() error { return nil }
 
 // noClosePublisher keeps Watermill's router from closing the shared publisher when one
 // publishing handler stops.

@@ -323,8 +323,24 @@ func TestSubscriberPerGroup(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	assert.Equal(t, map[string]int{"g1": 1, "g2": 1}, created)
-	assert.GreaterOrEqual(t, closed["g1"], 1)
-	assert.GreaterOrEqual(t, closed["g2"], 1)
+	assert.Equal(t, map[string]int{"g1": 1, "g2": 1}, closed, "the router closes each group's subscriber once")
+}
+
+func TestSubscriberPerGroupClosedWithoutRun(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	var closed atomic.Int32
+	r, err := router.New(router.Config{
+		DropUndecodable: true,
+		NewSubscriber: func(group string) (message.Subscriber, error) {
+			return &trackedSubscriber{Subscriber: gc, onClose: func() { closed.Add(1) }}, nil
+		},
+	})
+	require.NoError(t, err)
+	require.NoError(t, router.Subscribe(r, "a", func(context.Context, *order) error { return nil }, router.WithGroup("g")))
+	require.NoError(t, r.Close())
+	assert.Equal(t, int32(1), closed.Load(), "a router that never ran still owns and closes its subscribers")
+	require.NoError(t, r.Close())
+	assert.Equal(t, int32(1), closed.Load(), "Close is idempotent")
 }
 
 func TestSubscriberFactoryErrorIsReturned(t *testing.T) {
