@@ -19,7 +19,7 @@ const DefaultPoisonTopic = "rocketbus_poison"
 // ErrClosed is returned by Run and by the registration functions once the router is closed.
 var ErrClosed = errors.New("router: closed")
 
-// Config configures a Router. Either Subscriber or NewSubscriber must be set.
+// Config configures a Router. Exactly one of Subscriber and NewSubscriber must be set.
 type Config struct {
 	// Publisher receives the messages publishing handlers return and the poisoned messages.
 	// It may be nil only for a router that only consumes and sets DropUndecodable. The router
@@ -33,9 +33,9 @@ type Config struct {
 	// no effect when Publisher is set.
 	DropUndecodable bool
 
-	// Subscriber serves every subscription that names no group-specific subscriber. It suits
-	// backends without consumer groups (gochannel). The router does not close it; its
-	// subscriptions end through their context.
+	// Subscriber serves every subscription (except WithSubscriber ones), whatever its group. It
+	// suits backends without consumer groups (gochannel). Set it or NewSubscriber, not both.
+	// The router does not close it; its subscriptions end through their context.
 	Subscriber message.Subscriber
 
 	// NewSubscriber creates the subscriber of one consumer group; the router calls it once per
@@ -82,6 +82,10 @@ func (c *Config) setDefaults() {
 func (c Config) Validate() error {
 	if c.Subscriber == nil && c.NewSubscriber == nil {
 		return errors.New("router: config needs a Subscriber or a NewSubscriber function")
+	}
+	if c.Subscriber != nil && c.NewSubscriber != nil {
+		// NewSubscriber would serve every group, "" included: Subscriber would never be used.
+		return errors.New("router: config sets both Subscriber and NewSubscriber; set one (NewSubscriber also serves handlers without a group)")
 	}
 	if c.Publisher == nil && !c.DropUndecodable {
 		return errors.New("router: config needs a Publisher for the poison topic (set DropUndecodable to run without one and drop undecodable messages)")

@@ -464,6 +464,9 @@ func TestLifecycleEdges(t *testing.T) {
 	t.Run("bad input", func(t *testing.T) {
 		_, err := router.New(router.Config{})
 		assert.ErrorContains(t, err, "needs a Subscriber")
+		_, err = router.New(router.Config{Publisher: gc, Subscriber: gc,
+			NewSubscriber: func(string) (message.Subscriber, error) { return gc, nil }})
+		assert.ErrorContains(t, err, "both Subscriber and NewSubscriber")
 		// Without a Publisher undecodable messages have nowhere to go: dropping them must be
 		// asked for.
 		_, err = router.New(router.Config{Subscriber: gc})
