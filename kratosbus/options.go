@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/rocketbus/rocketbus/middleware"
 	"github.com/rocketbus/rocketbus/rocketmq"
 	"github.com/rocketbus/rocketbus/router"
 )
@@ -178,7 +179,7 @@ func newOptions(opts []Option) (options, error) {
 		o.tracer = otel.GetTracerProvider()
 	}
 	if o.propagator == nil {
-		o.propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+		o.propagator = middleware.DefaultPropagator()
 	}
 	if o.codec == nil {
 		c, err := codecByName(o.codecName)

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -279,4 +280,74 @@ func TestKratosMetadata(t *testing.T) {
 	assert.Equal(t, "acme", got.Metadata.Get("x-md-global-tenant"))
 	assert.Equal(t, "1", got.Metadata.Get("x-md-local-hop"))
 	assert.Empty(t, got.Metadata.Get("x-md-local-caller"))
+}
+
+func TestInjectExtractTraceCarryTraceAndBaggage(t *testing.T) {
+	tp := sdktrace.NewTracerProvider()
+	member, err := baggage.NewMember("tenant", "acme")
+	require.NoError(t, err)
+	bag, err := baggage.New(member)
+	require.NoError(t, err)
+	ctx, span := tp.Tracer("test").Start(baggage.ContextWithBaggage(context.Background(), bag), "op")
+	defer span.End()
+
+	md := message.Metadata{}
+	middleware.InjectTrace(ctx, md, nil)
+	assert.NotEmpty(t, md.Get("traceparent"))
+	assert.Equal(t, "tenant=acme", md.Get("baggage"), "the default propagator is the one Tracing uses: trace context and baggage")
+
+	got := middleware.ExtractTrace(context.Background(), md, nil)
+	assert.Equal(t, span.SpanContext().TraceID(), trace.SpanContextFromContext(got).TraceID())
+	assert.Equal(t, "acme", baggage.FromContext(got).Member("tenant").Value())
+
+	// An explicit propagator is used instead of the default.
+	md = message.Metadata{}
+	middleware.InjectTrace(ctx, md, propagation.TraceContext{})
+	assert.NotEmpty(t, md.Get("traceparent"))
+	assert.Empty(t, md.Get("baggage"))
+}
+
+func TestTracingPublisherDecoratorAndOptions(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	gc := gochannel.NewGoChannel(gochannel.Config{}, watermill.NopLogger{})
+	defer gc.Close()
+	out, err := gc.Subscribe(context.Background(), "orders")
+	require.NoError(t, err)
+
+	decorate := middleware.TracingPublisherDecorator(middleware.WithTracerProvider(tp),
+		middleware.WithMessageID(func(m *message.Message) string { return m.Metadata.Get("key") }),
+		middleware.WithAttributes(func(m *message.Message) []attribute.KeyValue {
+			return []attribute.KeyValue{attribute.String("messaging.rocketmq.message.tag", m.Metadata.Get("tag"))}
+		}))
+	pub, err := decorate(gc)
+	require.NoError(t, err)
+
+	ctx, parent := tp.Tracer("test").Start(context.Background(), "request")
+	withKey := message.NewMessage("u-1", []byte(`{}`))
+	withKey.Metadata.Set("key", "k-1")
+	withKey.Metadata.Set("tag", "paid")
+	withKey.SetContext(ctx)
+	noKey := message.NewMessage("u-2", []byte(`{}`))
+	noKey.SetContext(ctx)
+	require.NoError(t, pub.Publish("orders", withKey, noKey))
+	parent.End()
+
+	for range 2 {
+		m := wait(t, out, "the published message")
+		m.Ack()
+		sc := trace.SpanContextFromContext(middleware.ExtractTrace(context.Background(), m.Metadata, nil))
+		assert.Equal(t, parent.SpanContext().TraceID(), sc.TraceID(), "the message carries the producer span")
+	}
+	ids := map[string]map[string]string{}
+	for _, sp := range rec.Ended() {
+		if sp.Name() == "send orders" {
+			a := attrs(sp.Attributes())
+			ids[a["messaging.message.id"]] = a
+			assert.Equal(t, parent.SpanContext().SpanID(), sp.Parent().SpanID())
+		}
+	}
+	require.Contains(t, ids, "k-1", "WithMessageID applies to the producer span")
+	assert.Equal(t, "paid", ids["k-1"]["messaging.rocketmq.message.tag"], "WithAttributes applies to the producer span")
+	assert.Contains(t, ids, "u-2", "an empty message id falls back to the Watermill UUID")
 }

@@ -17,7 +17,10 @@ import (
 // TracerName is the instrumentation scope of the spans this package creates.
 const TracerName = "github.com/rocketbus/rocketbus/middleware"
 
-// TraceOption configures Tracing and TracingPublisher.
+// TraceOption configures Tracing and TracingPublisher. WithTracerProvider, WithPropagator,
+// WithSystem, WithMessageID and WithAttributes apply to both; WithConsumerGroup and
+// WithDestination only to Tracing (a publisher has no group, and its destination is the topic
+// it publishes to).
 type TraceOption func(*traceConfig)
 
 type traceConfig struct {
@@ -46,26 +49,36 @@ func WithPropagator(p propagation.TextMapPropagator) TraceOption {
 func WithSystem(system string) TraceOption { return func(c *traceConfig) { c.system = system } }
 
 // WithMessageID sets how messaging.message.id is read; with RocketMQ pass a function over
-// rocketmq.MsgIDFromCtx(msg.Context()). Default: the Watermill UUID.
+// rocketmq.MsgIDFromCtx(msg.Context()). Default: the Watermill UUID. TracingPublisher calls it
+// before the message is sent, so an id the broker assigns is not known yet: an empty result
+// falls back to the Watermill UUID.
 func WithMessageID(f func(*message.Message) string) TraceOption {
 	return func(c *traceConfig) { c.messageID = f }
 }
 
 // WithConsumerGroup sets how messaging.consumer.group.name is read. Default: the group of the
-// router.Subscription in the message's context.
+// router.Subscription in the message's context. Tracing only.
 func WithConsumerGroup(f func(*message.Message) string) TraceOption {
 	return func(c *traceConfig) { c.consumerGroup = f }
 }
 
 // WithDestination sets how the consumed topic is read. Default: the topic the Watermill router
-// subscribed.
+// subscribed. Tracing only: TracingPublisher names the topic it publishes to.
 func WithDestination(f func(*message.Message) string) TraceOption {
 	return func(c *traceConfig) { c.destination = f }
 }
 
-// WithAttributes adds attributes computed from each message (tags, keys, queue...).
+// WithAttributes adds attributes computed from each message (tags, keys, queue...) to the
+// consumer spans of Tracing and the producer spans of TracingPublisher.
 func WithAttributes(f func(*message.Message) []attribute.KeyValue) TraceOption {
 	return func(c *traceConfig) { c.attributes = f }
+}
+
+// DefaultPropagator is the propagator every function of this package uses when given none:
+// W3C Trace Context and Baggage (traceparent, tracestate, baggage keys). It is not the global
+// propagator, whose default propagates nothing.
+func DefaultPropagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 }
 
 func newTraceConfig(opts []TraceOption) traceConfig {
@@ -79,7 +92,7 @@ func newTraceConfig(opts []TraceOption) traceConfig {
 		c.provider = otel.GetTracerProvider()
 	}
 	if c.propagator == nil {
-		c.propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+		c.propagator = DefaultPropagator()
 	}
 	if c.messageID == nil {
 		c.messageID = func(m *message.Message) string { return m.UUID }
@@ -192,16 +205,23 @@ func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error
 		if !trace.SpanContextFromContext(parent).IsValid() {
 			parent = p.c.propagator.Extract(parent, propagation.MapCarrier(msg.Metadata))
 		}
+		id := p.c.messageID(msg)
+		if id == "" {
+			id = msg.UUID
+		}
+		attrs := []attribute.KeyValue{
+			semconv.MessagingSystemKey.String(p.c.system),
+			semconv.MessagingOperationName("send"),
+			semconv.MessagingOperationTypeSend,
+			semconv.MessagingDestinationName(topic),
+			semconv.MessagingMessageID(id),
+			semconv.MessagingMessageBodySize(len(msg.Payload)),
+		}
+		if p.c.attributes != nil {
+			attrs = append(attrs, p.c.attributes(msg)...)
+		}
 		ctx, span := p.tracer.Start(parent, "send "+topic,
-			trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(
-				semconv.MessagingSystemKey.String(p.c.system),
-				semconv.MessagingOperationName("send"),
-				semconv.MessagingOperationTypeSend,
-				semconv.MessagingDestinationName(topic),
-				semconv.MessagingMessageID(msg.UUID),
-				semconv.MessagingMessageBodySize(len(msg.Payload)),
-			))
+			trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(attrs...))
 		p.c.propagator.Inject(ctx, propagation.MapCarrier(msg.Metadata))
 		spans = append(spans, span)
 	}
@@ -219,19 +239,20 @@ func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error
 
 func (p *tracingPublisher) Close() error { return p.pub.Close() }
 
-// InjectTrace writes the trace context of ctx into md with the W3C Trace Context format (or
-// with propagator when it is not nil).
+// InjectTrace writes the trace context of ctx into md with propagator, or DefaultPropagator
+// when it is nil (as Tracing and TracingPublisher do).
 func InjectTrace(ctx context.Context, md message.Metadata, propagator propagation.TextMapPropagator) {
 	if propagator == nil {
-		propagator = propagation.TraceContext{}
+		propagator = DefaultPropagator()
 	}
 	propagator.Inject(ctx, propagation.MapCarrier(md))
 }
 
-// ExtractTrace returns ctx with the remote span context found in md.
+// ExtractTrace returns ctx with the remote span context (and baggage) found in md, read with
+// propagator, or DefaultPropagator when it is nil.
 func ExtractTrace(ctx context.Context, md message.Metadata, propagator propagation.TextMapPropagator) context.Context {
 	if propagator == nil {
-		propagator = propagation.TraceContext{}
+		propagator = DefaultPropagator()
 	}
 	return propagator.Extract(ctx, propagation.MapCarrier(md))
 }
