@@ -48,10 +48,9 @@ func (w *watermillLogger) Debug(msg string, fields watermill.LogFields) {
 	w.log(log.LevelDebug, msg, nil, fields)
 }
 
-// Trace maps to Debug: Kratos has no trace level.
-func (w *watermillLogger) Trace(msg string, fields watermill.LogFields) {
-	w.log(log.LevelDebug, msg, nil, fields)
-}
+// Trace drops the message: Kratos has no trace level, and Watermill logs at trace level for
+// every message, which at Debug would flood Kratos' default logger (it prints every level).
+func (w *watermillLogger) Trace(string, watermill.LogFields) {}
 
 func (w *watermillLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return &watermillLogger{l: w.l, fields: w.fields.Add(fields)}

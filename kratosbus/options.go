@@ -44,6 +44,8 @@ type options struct {
 	subConfig     []func(*rocketmq.SubscriberConfig)
 	pubConfig     []func(*rocketmq.PublisherConfig)
 	retry         brokerRetry
+	retrySet      bool // WithBrokerRetry or WithoutBrokerRetry was given
+	backendSet    bool // WithBackend was given
 }
 
 type brokerRetry struct {
@@ -81,7 +83,9 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 	return func(o *options) { o.tracer = tp }
 }
 
-// WithGlobalTracerProvider uses otel.GetTracerProvider(), which is also the default.
+// WithGlobalTracerProvider uses otel.GetTracerProvider(). It is also the default; the option
+// exists to say so explicitly (as kratos-transport's servers do) and to undo an earlier
+// WithTracerProvider in a list of options.
 func WithGlobalTracerProvider() Option {
 	return func(o *options) { o.tracer = otel.GetTracerProvider() }
 }
@@ -124,7 +128,7 @@ func WithRouterMiddleware(m ...message.HandlerMiddleware) Option {
 // pub itself (a pub/sub in one object like gochannel), which stays the caller's. A Publisher
 // needs only pub (newSubscriber may be nil).
 func WithBackend(pub message.Publisher, newSubscriber SubscriberFactory) Option {
-	return func(o *options) { o.publisher = pub; o.newSubscriber = newSubscriber }
+	return func(o *options) { o.publisher = pub; o.newSubscriber = newSubscriber; o.backendSet = true }
 }
 
 // WithEndpoint sets the URL Endpoint reports to Kratos' registry. Default:
@@ -156,13 +160,14 @@ func WithPublisherConfig(f func(*rocketmq.PublisherConfig)) Option {
 func WithBrokerRetry(maxReconsumeTimes int32, delayLevel func(reconsumeTimes int32) int) Option {
 	return func(o *options) {
 		o.retry = brokerRetry{maxReconsumeTimes: maxReconsumeTimes, delayLevel: delayLevel}
+		o.retrySet = true
 	}
 }
 
 // WithoutBrokerRetry makes the default backend redeliver failed messages locally and at once
 // (rocketmq.NackRedeliverLocally); pair it with Watermill's Retry and PoisonQueue.
 func WithoutBrokerRetry() Option {
-	return func(o *options) { o.retry = brokerRetry{disabled: true} }
+	return func(o *options) { o.retry = brokerRetry{disabled: true}; o.retrySet = true }
 }
 
 func newOptions(opts []Option) (options, error) {
@@ -203,6 +208,22 @@ func newOptions(opts []Option) (options, error) {
 	for i, m := range o.middleware {
 		if m == nil {
 			return o, fmt.Errorf("kratosbus: Kratos middleware %d is nil", i)
+		}
+	}
+	if o.backendSet {
+		// The RocketMQ options configure the default backend only: with another backend they
+		// would do nothing, which is a configuration mistake to report, not ignore.
+		switch {
+		case o.publisher == nil:
+			return o, errors.New("kratosbus: WithBackend with a nil publisher")
+		case len(o.nameServers) > 0:
+			return o, errors.New("kratosbus: WithNameServer and WithBackend both set: choose RocketMQ or another Watermill backend")
+		case o.retrySet:
+			return o, errors.New("kratosbus: WithBrokerRetry/WithoutBrokerRetry apply to the RocketMQ backend only, not to WithBackend")
+		case len(o.subConfig) > 0:
+			return o, errors.New("kratosbus: WithSubscriberConfig applies to the RocketMQ backend only, not to WithBackend")
+		case len(o.pubConfig) > 0:
+			return o, errors.New("kratosbus: WithPublisherConfig applies to the RocketMQ backend only, not to WithBackend")
 		}
 	}
 	if o.publisher == nil && len(o.nameServers) == 0 {

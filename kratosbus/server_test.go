@@ -24,6 +24,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/rocketbus/rocketbus/kratosbus"
+	"github.com/rocketbus/rocketbus/rocketmq"
 	"github.com/rocketbus/rocketbus/router"
 )
 
@@ -251,6 +252,20 @@ func TestServerRejectsBadInput(t *testing.T) {
 	assert.ErrorContains(t, err, "needs a subscriber factory")
 	_, err = kratosbus.NewServer(kratosbus.WithNameServer("no-port"), kratosbus.WithLogger(quiet))
 	assert.ErrorContains(t, err, "not host:port")
+	// RocketMQ options with another backend would do nothing: they are rejected.
+	for want, opt := range map[string]kratosbus.Option{
+		"WithNameServer and WithBackend":     kratosbus.WithNameServer("127.0.0.1:9876"),
+		"WithBrokerRetry/WithoutBrokerRetry": kratosbus.WithBrokerRetry(3, nil),
+		"WithSubscriberConfig":               kratosbus.WithSubscriberConfig(func(*rocketmq.SubscriberConfig) {}),
+		"WithPublisherConfig":                kratosbus.WithPublisherConfig(func(*rocketmq.PublisherConfig) {}),
+	} {
+		_, err = kratosbus.NewServer(backend, opt)
+		assert.ErrorContains(t, err, want)
+		_, err = kratosbus.NewPublisher(backend, opt)
+		assert.ErrorContains(t, err, want)
+	}
+	_, err = kratosbus.NewServer(backend, kratosbus.WithoutBrokerRetry())
+	assert.ErrorContains(t, err, "WithBrokerRetry/WithoutBrokerRetry")
 
 	srv, err := kratosbus.NewServer(backend, kratosbus.WithLogger(quiet), kratosbus.WithCodec("yaml"))
 	require.NoError(t, err, "codecs registered with Kratos are accepted")
