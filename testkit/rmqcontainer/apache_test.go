@@ -2,6 +2,7 @@ package rmqcontainer
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,8 @@ func TestOptionErrorsReachRun(t *testing.T) {
 	}
 	_, err := Run(context.Background(), "")
 	assert.ErrorContains(t, err, "no image")
+	_, err = Run(context.Background(), "", nil)
+	assert.ErrorContains(t, err, "no image", "a nil Option is skipped, not called")
 	_, err = Run(context.Background(), "img", WithDockerfile(t.TempDir(), ""))
 	assert.ErrorContains(t, err, "exclusive")
 }
@@ -240,4 +243,35 @@ func groupMembers(t *testing.T, pgid int) []string {
 		}
 	}
 	return members
+}
+
+// A failed build (Docker not up yet, an expired ctx) must not stick for the whole process.
+func TestMinirmqImageRetriesAfterAFailure(t *testing.T) {
+	minirmqImage.mu.Lock()
+	saved := minirmqImage.name
+	minirmqImage.name = ""
+	builds := 0
+	minirmqImage.build = func(context.Context) (string, error) {
+		builds++
+		if builds == 1 {
+			return "", errors.New("rmqcontainer: docker not reachable")
+		}
+		return "rocketbus-minirmq:test", nil
+	}
+	minirmqImage.mu.Unlock()
+	t.Cleanup(func() {
+		minirmqImage.mu.Lock()
+		minirmqImage.name, minirmqImage.build = saved, nil
+		minirmqImage.mu.Unlock()
+	})
+
+	_, err := MinirmqImage(context.Background())
+	assert.ErrorContains(t, err, "docker not reachable")
+	name, err := MinirmqImage(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "rocketbus-minirmq:test", name)
+	name, err = MinirmqImage(context.Background())
+	require.NoError(t, err)
+	assert.Equal(t, "rocketbus-minirmq:test", name)
+	assert.Equal(t, 2, builds, "a successful build is kept")
 }

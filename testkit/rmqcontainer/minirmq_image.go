@@ -69,19 +69,31 @@ func goOutput(ctx context.Context, args ...string) (string, error) {
 }
 
 var minirmqImage struct {
-	once sync.Once
-	name string
-	err  error
+	mu    sync.Mutex
+	name  string
+	build func(context.Context) (string, error) // buildMinirmqImage; tests replace it
 }
 
 // MinirmqImage builds cmd/minirmq into a local image once per process and returns its name
 // (MinirmqRepo:<hash of the binary>). The image is kept, so later runs with the same source
-// reuse it without building; run it with Run like any other image.
+// reuse it without building; run it with Run like any other image. A failed build is not
+// remembered: the next call tries again (the failure may have been ctx, or Docker not up yet).
 func MinirmqImage(ctx context.Context) (string, error) {
-	minirmqImage.once.Do(func() {
-		minirmqImage.name, minirmqImage.err = buildMinirmqImage(ctx)
-	})
-	return minirmqImage.name, minirmqImage.err
+	minirmqImage.mu.Lock()
+	defer minirmqImage.mu.Unlock()
+	if minirmqImage.name != "" {
+		return minirmqImage.name, nil
+	}
+	build := minirmqImage.build
+	if build == nil {
+		build = buildMinirmqImage
+	}
+	name, err := build(ctx)
+	if err != nil {
+		return "", err
+	}
+	minirmqImage.name = name
+	return name, nil
 }
 
 func buildMinirmqImage(ctx context.Context) (string, error) {

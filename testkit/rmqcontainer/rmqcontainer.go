@@ -40,6 +40,7 @@ const (
 	LayoutApache
 )
 
+// String names the layout as WithLayout's documentation and error messages do.
 func (l Layout) String() string {
 	switch l {
 	case LayoutAuto:
@@ -285,7 +286,9 @@ func removeBuiltImage(ctx context.Context, image string) error {
 func Run(ctx context.Context, image string, opts ...Option) (*Container, error) {
 	s := settings{heap: "512m"}
 	for _, o := range opts {
-		o(&s)
+		if o != nil {
+			o(&s)
+		}
 	}
 	if err := errors.Join(s.errs...); err != nil {
 		return nil, err
