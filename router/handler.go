@@ -49,11 +49,16 @@ func WithMiddleware(m ...message.HandlerMiddleware) HandlerOption {
 // DecodeError reports a payload the handler's codec cannot decode. Such a message can never
 // succeed, so the router sends it to the poison topic instead of retrying it.
 type DecodeError struct {
+	// Topic is the topic the message was consumed from.
 	Topic string
+	// Codec is the name of the codec that failed (Codec.Name).
 	Codec string
-	Type  string
-	UUID  string
-	Err   error
+	// Type is the Go type the payload was decoded into, e.g. "main.Order".
+	Type string
+	// UUID is the Watermill UUID of the message.
+	UUID string
+	// Err is the codec's error.
+	Err error
 }
 
 // Error names the message, topic, target type and codec, so the poison queue's reason says

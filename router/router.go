@@ -138,9 +138,13 @@ type Router struct {
 // Subscription describes the handler that processes a message. Middleware reads it from the
 // message's context with SubscriptionFromContext.
 type Subscription struct {
-	Handler      string
-	Topic        string
-	Group        string
+	// Handler is the handler's name (WithName, or the topic with "@group" when grouped).
+	Handler string
+	// Topic is the topic the handler consumes.
+	Topic string
+	// Group is the consumer group (WithGroup), "" when none.
+	Group string
+	// PublishTopic is where Handle publishes the handler's results; "" for Subscribe.
 	PublishTopic string
 }
 
