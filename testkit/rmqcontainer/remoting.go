@@ -15,7 +15,6 @@ import (
 // Request codes of the RocketMQ remoting protocol this package sends.
 const (
 	codeUpdateBrokerConfig   = 25
-	codeGetRouteInfoByTopic  = 105
 	codeGetBrokerClusterInfo = 106
 )
 
@@ -150,18 +149,6 @@ func clusterInfo(ctx context.Context, nameServer string) (string, error) {
 	}
 	if resp.Code != 0 {
 		return "", fmt.Errorf("name server %s: GET_BROKER_CLUSTER_INFO answered code %d %s", nameServer, resp.Code, resp.Remark)
-	}
-	return string(resp.Body), nil
-}
-
-// topicRoute asks a name server for GET_ROUTEINFO_BY_TOPIC and returns the raw body.
-func topicRoute(ctx context.Context, nameServer, topic string) (string, error) {
-	resp, err := invoke(ctx, nameServer, codeGetRouteInfoByTopic, map[string]string{"topic": topic}, nil)
-	if err != nil {
-		return "", err
-	}
-	if resp.Code != 0 {
-		return "", fmt.Errorf("name server %s: no route for topic %q: code %d %s", nameServer, topic, resp.Code, resp.Remark)
 	}
 	return string(resp.Body), nil
 }

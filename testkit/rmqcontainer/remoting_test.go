@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -15,6 +16,22 @@ import (
 
 	"github.com/rocketbus/rocketbus/testkit/minirmq"
 )
+
+// codeGetRouteInfoByTopic is the name server request the tests read routes with; the package
+// itself only needs cluster info.
+const codeGetRouteInfoByTopic = 105
+
+// topicRoute asks a name server for GET_ROUTEINFO_BY_TOPIC and returns the raw body.
+func topicRoute(ctx context.Context, nameServer, topic string) (string, error) {
+	resp, err := invoke(ctx, nameServer, codeGetRouteInfoByTopic, map[string]string{"topic": topic}, nil)
+	if err != nil {
+		return "", err
+	}
+	if resp.Code != 0 {
+		return "", fmt.Errorf("name server %s: no route for topic %q: code %d %s", nameServer, topic, resp.Code, resp.Remark)
+	}
+	return string(resp.Body), nil
+}
 
 // TestAdvertiseOnMinirmq sends the advertised-address update to an in-process minirmq and reads
 // the result back through the name server, as Run does with a container.
