@@ -272,24 +272,14 @@ func RegisterSubscriber[T any](srv *Server, topic, group string, handler func(ct
 	if handler == nil {
 		return fmt.Errorf("kratosbus: nil handler for topic %q", topic)
 	}
-	claimed, err := srv.claimGroup(topic, group)
-	if err != nil {
-		return err
-	}
-	h := srv.chain(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
+	return srv.register(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
 		return nil, handler(ctx, topic, headers, req.(*T))
+	}, func(h kmiddleware.Handler) error {
+		return router.Subscribe(srv.r, topic, func(ctx context.Context, v *T) error {
+			_, err := h(ctx, v)
+			return err
+		}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
 	})
-	err = router.Subscribe(srv.r, topic, func(ctx context.Context, v *T) error {
-		_, err := h(ctx, v)
-		return err
-	}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
-	if err != nil {
-		if claimed {
-			srv.releaseGroup(group)
-		}
-		return fmt.Errorf("kratosbus: %w", err)
-	}
-	return nil
 }
 
 // RegisterHandler is RegisterSubscriber for handlers that publish: the values handler returns
@@ -302,27 +292,33 @@ func RegisterHandler[In, Out any](srv *Server, topic, group, publishTopic string
 	if handler == nil {
 		return fmt.Errorf("kratosbus: nil handler for topic %q", topic)
 	}
-	claimed, err := srv.claimGroup(topic, group)
+	return srv.register(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
+		return handler(ctx, topic, headers, req.(*In))
+	}, func(h kmiddleware.Handler) error {
+		return router.Handle(srv.r, topic, publishTopic, func(ctx context.Context, v *In) ([]*Out, error) {
+			reply, err := h(ctx, v)
+			if err != nil {
+				return nil, err
+			}
+			outs, ok := reply.([]*Out)
+			if !ok && reply != nil {
+				return nil, fmt.Errorf("kratosbus: Kratos middleware replaced the handler's result with a %T", reply)
+			}
+			return outs, nil
+		}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
+	})
+}
+
+// register claims group for topic, wraps inner in the Kratos chain and hands it to add, which
+// registers it with the router; a failed registration releases the group it claimed.
+func (s *Server) register(topic, group string, inner func(ctx context.Context, headers Headers, req any) (any, error), add func(kmiddleware.Handler) error) error {
+	claimed, err := s.claimGroup(topic, group)
 	if err != nil {
 		return err
 	}
-	h := srv.chain(topic, group, func(ctx context.Context, headers Headers, req any) (any, error) {
-		return handler(ctx, topic, headers, req.(*In))
-	})
-	err = router.Handle(srv.r, topic, publishTopic, func(ctx context.Context, v *In) ([]*Out, error) {
-		reply, err := h(ctx, v)
-		if err != nil {
-			return nil, err
-		}
-		outs, ok := reply.([]*Out)
-		if !ok && reply != nil {
-			return nil, fmt.Errorf("kratosbus: Kratos middleware replaced the handler's result with a %T", reply)
-		}
-		return outs, nil
-	}, append([]router.HandlerOption{router.WithGroup(group)}, opts...)...)
-	if err != nil {
+	if err := add(s.chain(topic, group, inner)); err != nil {
 		if claimed {
-			srv.releaseGroup(group)
+			s.releaseGroup(group)
 		}
 		return fmt.Errorf("kratosbus: %w", err)
 	}

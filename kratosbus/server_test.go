@@ -279,6 +279,10 @@ func TestServerRejectsBadInput(t *testing.T) {
 		"a failed registration does not release the group of the first one")
 	assert.ErrorContains(t, kratosbus.RegisterSubscriber[order](srv, "c", "g2", nil), "nil handler")
 	assert.ErrorContains(t, kratosbus.RegisterSubscriber[order](nil, "c", "g2", nop), "nil server")
+	// A registration that fails releases the group it claimed, for either kind of handler.
+	err = kratosbus.RegisterHandler(srv, "d", "g3", "", func(context.Context, string, kratosbus.Headers, *order) ([]*order, error) { return nil, nil })
+	assert.ErrorContains(t, err, "empty publish topic")
+	require.NoError(t, kratosbus.RegisterSubscriber(srv, "e", "g3", nop), "the failed RegisterHandler released g3")
 	require.NoError(t, srv.Stop(context.Background()))
 }
 
