@@ -21,7 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/components/delay"
 	"github.com/ThreeDotsLabs/watermill/message"
 
@@ -124,21 +123,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	topic, group := f.Name("payment_deadline"), f.Name("order_canceller")
 
-	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	pub, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
 	r, err := router.New(router.Config{
-		Publisher: pub,
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				ConsumeFrom:     rocketmq.ConsumeFromFirst,
-				AutoCreateTopic: true,
-			}, watermill.NopLogger{})
-		},
+		Publisher:     pub,
+		NewSubscriber: broker.Subscribers(),
 	})
 	if err != nil {
 		return err
@@ -175,12 +167,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 
 	deadlines, err := router.NewPublisher(pub, router.JSON())
@@ -222,18 +211,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var waitErr error
 	select {
 	case <-allChecked:
-	case err := <-runErr:
-		return fmt.Errorf("router stopped early: %w", err)
+	case <-running.Done():
+		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
 	case <-ctx.Done():
 		waitErr = fmt.Errorf("not every deadline arrived: %w", ctx.Err())
 	}
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = errors.Join(waitErr, r.Shutdown(shutdownCtx))
-	if rerr := <-runErr; rerr != nil && waitErr == nil {
-		err = errors.Join(err, rerr)
-	}
-	if err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 	counts := map[Status]int{}

@@ -19,8 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rocketbus/rocketbus/examples/internal/env"
@@ -75,22 +73,15 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer broker.Close()
 	topic, group := f.Name("order_status"), f.Name("order_tracking")
 
-	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	pub, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
 	r, err := router.New(router.Config{
 		Publisher: pub,
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				ConsumeFrom:     rocketmq.ConsumeFromFirst,
-				AutoCreateTopic: true,
-				Orderly:         true, // one message at a time per queue, queue locked on the broker
-			}, watermill.NopLogger{})
-		},
+		// One message at a time per queue, the queue locked on the broker.
+		NewSubscriber: broker.Subscribers(func(c *rocketmq.SubscriberConfig) { c.Orderly = true }),
 	})
 	if err != nil {
 		return err
@@ -124,12 +115,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 	out.Printf("orderly consumer running in group %s", group)
 
@@ -154,26 +142,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		_ = r.Close()
-		return fmt.Errorf("publish: %w", err)
+		return running.Stop(fmt.Errorf("publish: %w", err))
 	}
 	out.Printf("published %d status events of %d orders, interleaved, sharding key = order id", total, n)
 
 	var waitErr error
 	select {
 	case <-allHandled:
-	case err := <-runErr:
-		return fmt.Errorf("router stopped early: %w", err)
+	case <-running.Done():
+		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
 	case <-ctx.Done():
 		waitErr = fmt.Errorf("not every event handled: %w", ctx.Err())
 	}
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = errors.Join(waitErr, r.Shutdown(shutdownCtx))
-	if rerr := <-runErr; rerr != nil && waitErr == nil {
-		err = errors.Join(err, rerr)
-	}
-	if err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 

@@ -19,10 +19,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	wmmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/rocketbus/rocketbus/examples/internal/env"
 	"github.com/rocketbus/rocketbus/rocketmq"
 	"github.com/rocketbus/rocketbus/router"
@@ -104,7 +103,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		pointsTopic = f.Name("points_awarded")
 		poisonTopic = f.Name("orders_poison")
 	)
-	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	pub, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
@@ -117,15 +116,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	r, err := router.New(router.Config{
 		Publisher: pub,
 		// One subscriber, hence one RocketMQ consumer group, per service.
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				ConsumeFrom:     rocketmq.ConsumeFromFirst,
-				AutoCreateTopic: true,
-			}, watermill.NopLogger{})
-		},
-		PoisonTopic: poisonTopic, // undecodable payloads go there too
+		NewSubscriber: broker.Subscribers(),
+		PoisonTopic:   poisonTopic, // undecodable payloads go there too
 		// Outermost first: the correlation id is copied to every message a handler produces;
 		// a handler error is retried in-process, and once retries are exhausted the message
 		// goes to the poison topic and is acked, so the queue moves on.
@@ -208,12 +200,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 	out.Printf("router running: points, coupons, notification, ledger and poison_inspector consume in their own groups")
 
@@ -234,18 +223,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	var waitErr error
 	select {
 	case <-prog.all:
-	case err := <-runErr:
-		return fmt.Errorf("router stopped early: %w", err)
+	case <-running.Done():
+		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
 	case <-ctx.Done():
 		waitErr = fmt.Errorf("scenario did not finish: %w", ctx.Err())
 	}
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = errors.Join(waitErr, r.Shutdown(shutdownCtx))
-	if rerr := <-runErr; rerr != nil && waitErr == nil {
-		err = errors.Join(err, rerr)
-	}
-	if err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 	prog.mu.Lock()

@@ -10,10 +10,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"time"
-
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/rocketbus/rocketbus/examples/internal/env"
 	"github.com/rocketbus/rocketbus/rocketmq"
@@ -51,7 +47,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	topic, group := f.Name("quickstart_orders"), f.Name("quickstart_billing")
 
 	// The publisher side: a Watermill publisher for RocketMQ, and a typed publisher over it.
-	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	pub, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
@@ -63,14 +59,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// The consumer side: one RocketMQ subscriber per consumer group, created by the router.
 	r, err := router.New(router.Config{
-		Publisher: pub,
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				AutoCreateTopic: true,
-			}, watermill.NopLogger{})
-		},
+		Publisher:     pub,
+		NewSubscriber: broker.Subscribers(),
 	})
 	if err != nil {
 		return err
@@ -87,35 +77,27 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 	out.Printf("router running: group %s subscribed to topic %s", group, topic)
 
 	order := OrderPlaced{ID: "1001", Total: 4200}
 	if err := orders.Publish(ctx, topic, order, router.WithMetadata(rocketmq.MetadataTags, "paid")); err != nil {
-		return err
+		return running.Stop(err)
 	}
 	out.Printf("published order %s to %s", order.ID, topic)
 
+	var waitErr error
 	select {
 	case <-handled:
-	case err := <-runErr:
-		return fmt.Errorf("router stopped before the message was handled: %w", err)
+	case <-running.Done():
+		waitErr = fmt.Errorf("router stopped before the message was handled: %w", running.Err())
 	case <-ctx.Done():
-		_ = r.Close()
-		return fmt.Errorf("no message handled: %w", ctx.Err())
+		waitErr = fmt.Errorf("no message handled: %w", ctx.Err())
 	}
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	if err := r.Shutdown(shutdownCtx); err != nil {
-		return err
-	}
-	if err := <-runErr; err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 	out.Printf("done")

@@ -18,8 +18,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
 	wmmiddleware "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"golang.org/x/sync/errgroup"
 
@@ -123,21 +121,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	defer broker.Close()
 	topic, group := f.Name("seckill_requests"), f.Name("seckill_orders")
 
-	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	pub, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
 	defer pub.Close()
 	r, err := router.New(router.Config{
-		Publisher: pub,
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				ConsumeFrom:     rocketmq.ConsumeFromFirst,
-				AutoCreateTopic: true,
-			}, watermill.NopLogger{})
-		},
+		Publisher:     pub,
+		NewSubscriber: broker.Subscribers(),
 	})
 	if err != nil {
 		return err
@@ -166,12 +157,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 	out.Printf("order service consuming %s at most %d requests/s; %d items in stock", topic, c.rate, c.stock)
 
@@ -196,8 +184,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		_ = r.Close()
-		return fmt.Errorf("publish the burst: %w", err)
+		return running.Stop(fmt.Errorf("publish the burst: %w", err))
 	}
 	out.Printf("burst of %d requests queued in %s; backlog right after the burst: %d",
 		c.requests, time.Since(start).Round(time.Millisecond), c.requests-inv.handled())
@@ -213,21 +200,15 @@ wait:
 			break wait
 		case <-ticker.C:
 			out.Printf("backlog: %d requests waiting, %d handled", int(published.Load())-inv.handled(), inv.handled())
-		case err := <-runErr:
-			return fmt.Errorf("router stopped early: %w", err)
+		case <-running.Done():
+			return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
 		case <-ctx.Done():
 			waitErr = fmt.Errorf("backlog not drained: %w", ctx.Err())
 			break wait
 		}
 	}
 	elapsed := time.Since(start)
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = errors.Join(waitErr, r.Shutdown(shutdownCtx))
-	if rerr := <-runErr; rerr != nil && waitErr == nil {
-		err = errors.Join(err, rerr)
-	}
-	if err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 

@@ -208,7 +208,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// Undecodable events go to the poison topic through an ordinary producer: a transactional
 	// one would make each of them a transaction.
-	poison, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: broker.NameServers}, watermill.NopLogger{})
+	poison, err := broker.NewPublisher()
 	if err != nil {
 		return err
 	}
@@ -216,15 +216,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 
 	// Shipping consumes the committed events.
 	r, err := router.New(router.Config{
-		Publisher: poison,
-		NewSubscriber: func(group string) (message.Subscriber, error) {
-			return rocketmq.NewSubscriber(rocketmq.SubscriberConfig{
-				NameServers:     broker.NameServers,
-				GroupFunc:       func(string) string { return group },
-				ConsumeFrom:     rocketmq.ConsumeFromFirst,
-				AutoCreateTopic: true,
-			}, watermill.NopLogger{})
-		},
+		Publisher:     poison,
+		NewSubscriber: broker.Subscribers(),
 	})
 	if err != nil {
 		return err
@@ -237,12 +230,9 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(ctx) }()
-	select {
-	case <-r.Running():
-	case err := <-runErr:
-		return fmt.Errorf("router: %w", err)
+	running, err := env.Start(ctx, r)
+	if err != nil {
+		return err
 	}
 
 	for _, s := range scenario {
@@ -288,19 +278,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		select {
 		case <-tr.changed:
 		case <-time.After(50 * time.Millisecond): // PendingTransactions changes without a callback
-		case err := <-runErr:
-			return fmt.Errorf("router stopped early: %w", err)
+		case <-running.Done():
+			return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
 		case <-ctx.Done():
 			waitErr = fmt.Errorf("transactions not resolved: %w", ctx.Err())
 		}
 	}
-	shutdownCtx, stop := context.WithTimeout(context.Background(), 30*time.Second)
-	defer stop()
-	err = errors.Join(waitErr, r.Shutdown(shutdownCtx))
-	if rerr := <-runErr; rerr != nil && waitErr == nil {
-		err = errors.Join(err, rerr)
-	}
-	if err != nil {
+	if err := running.Stop(waitErr); err != nil {
 		return err
 	}
 

@@ -1,8 +1,10 @@
 // Package env gives every example the same start: flags for the broker, an embedded minirmq
-// when no name server is named, and a printer that handlers share.
+// when no name server is named, a printer that handlers share, RocketMQ publishers and
+// per-group subscribers on the broker, and a router run in the background until Stop.
 package env
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,8 +13,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/apache/rocketmq-client-go/v2/rlog"
 
+	"github.com/rocketbus/rocketbus/rocketmq"
+	"github.com/rocketbus/rocketbus/router"
 	"github.com/rocketbus/rocketbus/testkit/minirmq"
 )
 
@@ -107,4 +113,78 @@ func (p *Printer) Printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fmt.Fprintf(p.w, format+"\n", args...)
+}
+
+// NewPublisher returns a RocketMQ publisher on the broker.
+func (b *Broker) NewPublisher() (*rocketmq.Publisher, error) {
+	return rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: b.NameServers}, watermill.NopLogger{})
+}
+
+// Subscribers is a router.Config NewSubscriber on the broker: one RocketMQ subscriber per
+// consumer group, reading a new group's topics from their first message (the examples publish
+// around the time they subscribe) and creating topics on subscription. adjust changes each
+// subscriber's config, for example to make it orderly.
+func (b *Broker) Subscribers(adjust ...func(*rocketmq.SubscriberConfig)) func(group string) (message.Subscriber, error) {
+	return func(group string) (message.Subscriber, error) {
+		cfg := rocketmq.SubscriberConfig{
+			NameServers:     b.NameServers,
+			GroupFunc:       func(string) string { return group },
+			ConsumeFrom:     rocketmq.ConsumeFromFirst,
+			AutoCreateTopic: true,
+		}
+		for _, f := range adjust {
+			f(&cfg)
+		}
+		return rocketmq.NewSubscriber(cfg, watermill.NopLogger{})
+	}
+}
+
+// RunningRouter is a router that Start runs in the background.
+type RunningRouter struct {
+	*router.Router
+	done chan struct{}
+	err  error // Run's result, set before done is closed
+}
+
+// Start runs r until ctx ends or Stop, and returns once its handlers are subscribed, or Run's
+// error when it fails before.
+func Start(ctx context.Context, r *router.Router) (*RunningRouter, error) {
+	rr := &RunningRouter{Router: r, done: make(chan struct{})}
+	go func() {
+		rr.err = r.Run(ctx)
+		close(rr.done)
+	}()
+	select {
+	case <-r.Running():
+		return rr, nil
+	case <-rr.done:
+		return nil, errors.Join(fmt.Errorf("router: %w", rr.err), r.Close())
+	}
+}
+
+// Done is closed when Run returned, which before Stop means the router stopped early.
+func (rr *RunningRouter) Done() <-chan struct{} { return rr.done }
+
+// Err is Run's result once Done is closed.
+func (rr *RunningRouter) Err() error {
+	select {
+	case <-rr.done:
+		return rr.err
+	default:
+		return nil
+	}
+}
+
+// Stop shuts the router down, letting in-flight handlers finish for up to 30 s, waits for Run
+// and returns waitErr (why the scenario stopped waiting, nil when it completed) joined with
+// Shutdown's error and, unless waitErr already explains it, Run's.
+func (rr *RunningRouter) Stop(waitErr error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := errors.Join(waitErr, rr.Shutdown(ctx))
+	<-rr.done
+	if rr.err != nil && waitErr == nil {
+		err = errors.Join(err, rr.err)
+	}
+	return err
 }
