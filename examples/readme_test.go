@@ -197,8 +197,13 @@ func routerSnippet(ctx context.Context, nameServer string, pub message.Publisher
 	if err != nil {
 		return err
 	}
-	go func() { _ = r.Run(ctx) }()
-	<-r.Running()
+	runErr := make(chan error, 1) // Run returns when r is shut down, or at once when it cannot start
+	go func() { runErr <- r.Run(ctx) }()
+	select {
+	case <-r.Running():
+	case err := <-runErr:
+		return err // e.g. a topic could not be subscribed
+	}
 
 	orders, err := router.NewPublisher(pub, router.JSON())
 	if err != nil {
