@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -13,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2/admin"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 )
 
@@ -43,10 +41,17 @@ type remotingHeader struct {
 
 // invoke sends one remoting request to addr and returns the response code, remark and body.
 func invoke(ctx context.Context, addr string, code int, ext map[string]string, body []byte) (int, string, []byte, error) {
+	resp, respBody, err := invokeFull(ctx, addr, code, ext, body)
+	return resp.Code, resp.Remark, respBody, err
+}
+
+// invokeFull is invoke returning the whole response header, whose extFields carry the results
+// of some requests (offsets).
+func invokeFull(ctx context.Context, addr string, code int, ext map[string]string, body []byte) (remotingHeader, []byte, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return 0, "", nil, err
+		return remotingHeader{}, nil, err
 	}
 	defer conn.Close()
 	if deadline, ok := ctx.Deadline(); ok {
@@ -59,7 +64,7 @@ func invoke(ctx context.Context, addr string, code int, ext map[string]string, b
 		Code: code, Language: "GO", Version: 317, Opaque: routeOpaque.Add(1), ExtFields: ext,
 	})
 	if err != nil {
-		return 0, "", nil, err
+		return remotingHeader{}, nil, err
 	}
 	frame := make([]byte, 8, 8+len(header)+len(body))
 	binary.BigEndian.PutUint32(frame[0:4], uint32(4+len(header)+len(body)))
@@ -67,28 +72,28 @@ func invoke(ctx context.Context, addr string, code int, ext map[string]string, b
 	frame = append(frame, header...)
 	frame = append(frame, body...)
 	if _, err := conn.Write(frame); err != nil {
-		return 0, "", nil, err
+		return remotingHeader{}, nil, err
 	}
 
 	r := bufio.NewReader(conn)
 	var lengths [8]byte
 	if _, err := io.ReadFull(r, lengths[:]); err != nil {
-		return 0, "", nil, err
+		return remotingHeader{}, nil, err
 	}
 	total := binary.BigEndian.Uint32(lengths[0:4])
 	headerLen := binary.BigEndian.Uint32(lengths[4:8]) & 0xFFFFFF
 	if total < 4+headerLen || total > 16<<20 {
-		return 0, "", nil, fmt.Errorf("bad response frame from %s", addr)
+		return remotingHeader{}, nil, fmt.Errorf("bad response frame from %s", addr)
 	}
 	rest := make([]byte, total-4)
 	if _, err := io.ReadFull(r, rest); err != nil {
-		return 0, "", nil, err
+		return remotingHeader{}, nil, err
 	}
 	var resp remotingHeader
 	if err := json.Unmarshal(rest[:headerLen], &resp); err != nil {
-		return 0, "", nil, fmt.Errorf("decode response header from %s: %w", addr, err)
+		return remotingHeader{}, nil, fmt.Errorf("decode response header from %s: %w", addr, err)
 	}
-	return resp.Code, resp.Remark, rest[headerLen:], nil
+	return resp, rest[headerLen:], nil
 }
 
 // routeInfo is the part of a topic route this package needs.
@@ -126,32 +131,52 @@ func topicRoute(ctx context.Context, nameServer, topic string) (routeInfo, error
 	default:
 		return routeInfo{}, fmt.Errorf("route query for %q answered code %d: %s", topic, code, remark)
 	}
+	route, err := parseRoute(body)
+	if err != nil {
+		return routeInfo{}, fmt.Errorf("decode route of %q: %w", topic, err)
+	}
+	return route.info(), nil
+}
+
+// parseRoute decodes a GET_ROUTEINFO_BY_TOPIC body.
+func parseRoute(body []byte) (TopicRoute, error) {
 	var data struct {
 		BrokerDatas []struct {
 			BrokerName  string            `json:"brokerName"`
 			BrokerAddrs map[string]string `json:"brokerAddrs"`
 		} `json:"brokerDatas"`
 		QueueDatas []struct {
-			ReadQueueNums int `json:"readQueueNums"`
-			Perm          int `json:"perm"`
+			BrokerName     string `json:"brokerName"`
+			ReadQueueNums  int    `json:"readQueueNums"`
+			WriteQueueNums int    `json:"writeQueueNums"`
+			Perm           int    `json:"perm"`
 		} `json:"queueDatas"`
 	}
 	if err := json.Unmarshal(unquotedKey.ReplaceAll(body, []byte(`$1"$2":`)), &data); err != nil {
-		return routeInfo{}, fmt.Errorf("decode route of %q: %w", topic, err)
+		return TopicRoute{}, err
 	}
-	info := routeInfo{brokers: map[string]string{}, hasQueues: len(data.QueueDatas) > 0}
+	route := TopicRoute{Brokers: map[string]string{}}
+	for _, b := range data.BrokerDatas {
+		if addr := b.BrokerAddrs["0"]; addr != "" {
+			route.Brokers[b.BrokerName] = addr
+		}
+	}
 	for _, q := range data.QueueDatas {
+		route.Queues = append(route.Queues, QueueData{Broker: q.BrokerName, ReadQueues: q.ReadQueueNums,
+			WriteQueues: q.WriteQueueNums, Perm: q.Perm})
+	}
+	return route, nil
+}
+
+func (r TopicRoute) info() routeInfo {
+	info := routeInfo{brokers: r.Brokers, hasQueues: len(r.Queues) > 0}
+	for _, q := range r.Queues {
 		if q.Perm&permRead != 0 {
 			info.readable = true
 		}
-		info.queueNums = max(info.queueNums, q.ReadQueueNums)
+		info.queueNums = max(info.queueNums, q.ReadQueues)
 	}
-	for _, b := range data.BrokerDatas {
-		if a := b.BrokerAddrs["0"]; a != "" {
-			info.brokers[b.BrokerName] = a
-		}
-	}
-	return info, nil
+	return info
 }
 
 // firstRoute tries every name server in turn.
@@ -165,8 +190,7 @@ func firstRoute(ctx context.Context, nameServers []string, topic string) (info r
 	return routeInfo{}, err
 }
 
-// topicCreator creates topics through the client's admin API. One admin client per Subscriber:
-// the admin client is keyed by its start time and not safe to open and close concurrently.
+// topicCreator creates the topics a Subscriber needs through an Admin, created on first use.
 type topicCreator struct {
 	nameServers []string
 	namespace   string
@@ -174,7 +198,7 @@ type topicCreator struct {
 	brokers     []string
 	queueNums   int
 
-	admin admin.Admin
+	admin *Admin
 }
 
 func (tc *topicCreator) fullName(topic string) string {
@@ -216,41 +240,13 @@ func (tc *topicCreator) ensureFull(ctx context.Context, full string, queueNums i
 		}
 	}
 	if tc.admin == nil {
-		opts := []admin.AdminOption{admin.WithResolver(primitive.NewPassthroughResolver(tc.nameServers))}
-		if !tc.credentials.IsEmpty() {
-			opts = append(opts, admin.WithCredentials(tc.credentials))
-		}
-		a, err := admin.NewAdmin(opts...)
+		a, err := NewAdmin(AdminConfig{NameServers: tc.nameServers, Credentials: tc.credentials})
 		if err != nil {
-			return fmt.Errorf("rocketmq: create admin client: %w", err)
+			return err
 		}
 		tc.admin = a
 	}
-	for _, b := range brokers {
-		err := tc.admin.CreateTopic(ctx,
-			admin.WithTopicCreate(full),
-			admin.WithBrokerAddrCreate(b),
-			admin.WithReadQueueNums(queueNums),
-			admin.WithWriteQueueNums(queueNums),
-			admin.WithPerm(permReadWrite),
-		)
-		if err != nil {
-			return fmt.Errorf("rocketmq: create topic %q on broker %s: %w", full, b, err)
-		}
-	}
-	// The admin API ignores the broker's answer; the topic is only usable once the broker has
-	// registered it with the name server, so wait for the route.
-	for {
-		route, err := firstRoute(ctx, tc.nameServers, full)
-		if err == nil && route.hasQueues && route.readable {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rocketmq: topic %q has no route after creating it on %v (refused by the broker?): %w", full, brokers, errors.Join(ctx.Err(), err))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return tc.admin.CreateTopic(ctx, full, WithQueues(queueNums), WithPermission(permReadWrite), OnBrokers(brokers...))
 }
 
 func (tc *topicCreator) close() error {
