@@ -107,14 +107,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if payWithin <= 0 || n < 1 {
 		return errors.New("-pay-within and -orders must be positive")
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
-	out := env.NewPrinter(stdout)
-	broker, err := env.Connect(f, out, minirmq.WithTimeScale(timeScale))
+	session, err := env.Open(ctx, f, stdout, minirmq.WithTimeScale(timeScale))
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 	level := rocketmq.DelayLevelFor(payWithin)
 	wait := rocketmq.DelayLevels[level-1]
 	if broker.Embedded != nil {

@@ -63,14 +63,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if n < 1 {
 		return errors.New("-orders must be positive")
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
-	out := env.NewPrinter(stdout)
-	broker, err := env.Connect(f, out)
+	session, err := env.Open(ctx, f, stdout)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 	topic, group := f.Name("order_status"), f.Name("order_tracking")
 
 	pub, err := broker.NewPublisher()

@@ -89,14 +89,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := env.NewFlagSet("orders", stdout, &f).Parse(args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
-	out := env.NewPrinter(stdout)
-	broker, err := env.Connect(f, out)
+	session, err := env.Open(ctx, f, stdout)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 
 	var (
 		placedTopic = f.Name("order_placed")

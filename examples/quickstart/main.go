@@ -36,14 +36,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := env.NewFlagSet("quickstart", stdout, &f).Parse(args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
-	out := env.NewPrinter(stdout)
-	broker, err := env.Connect(f, out)
+	session, err := env.Open(ctx, f, stdout)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 	topic, group := f.Name("quickstart_orders"), f.Name("quickstart_billing")
 
 	// The publisher side: a Watermill publisher for RocketMQ, and a typed publisher over it.

@@ -111,14 +111,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if c.requests < 1 || c.users < 1 || c.rate < 1 || c.stock < 0 || c.window <= 0 {
 		return errors.New("-requests, -users and -rate must be positive, -stock not negative and -window positive")
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
-	out := env.NewPrinter(stdout)
-	broker, err := env.Connect(f, out)
+	session, err := env.Open(ctx, f, stdout)
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 	topic, group := f.Name("seckill_requests"), f.Name("seckill_orders")
 
 	pub, err := broker.NewPublisher()

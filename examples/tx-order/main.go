@@ -153,21 +153,19 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := env.NewFlagSet("tx-order", stdout, &f).Parse(args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
-	defer cancel()
 	// rocketmq-client-go logs every local transaction that does not commit at error level
 	// ("executeLocalTransaction but state unexpected"); here rollbacks and unknown outcomes
 	// are the point, and failures reach run's error anyway.
 	rlog.SetLogLevel("fatal")
-	out := env.NewPrinter(stdout)
 	// Check-backs at a tenth of a real broker's times: fast enough for a demo, and far enough
 	// behind END_TRANSACTION (sent a few milliseconds after each half message) that a
 	// transaction the service did decide is never asked about.
-	broker, err := env.Connect(f, out, minirmq.WithTimeScale(0.1))
+	session, err := env.Open(ctx, f, stdout, minirmq.WithTimeScale(0.1))
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
+	defer session.Close()
+	ctx, out, broker := session.Ctx, session.Out, session.Broker
 	topic := f.Name("order_created")
 
 	store, err := openStore()

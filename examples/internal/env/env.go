@@ -99,6 +99,37 @@ func (b *Broker) Close() error {
 	return b.Embedded.Close()
 }
 
+// Session is what an example runs in: its deadline, its printer and its broker.
+type Session struct {
+	// Ctx ends when the -timeout passed.
+	Ctx context.Context
+	// Out prints the example's lines.
+	Out *Printer
+	// Broker is the RocketMQ the example uses.
+	Broker *Broker
+
+	cancel context.CancelFunc
+}
+
+// Open starts a session: a context bounded by f.Timeout, a Printer on stdout, and the broker
+// Connect returns for f and opts.
+func Open(ctx context.Context, f Flags, stdout io.Writer, opts ...minirmq.Option) (*Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, f.Timeout)
+	out := NewPrinter(stdout)
+	broker, err := Connect(f, out, opts...)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return &Session{Ctx: ctx, Out: out, Broker: broker, cancel: cancel}, nil
+}
+
+// Close stops the embedded broker, if any, and releases the deadline.
+func (s *Session) Close() error {
+	defer s.cancel()
+	return s.Broker.Close()
+}
+
 // Printer writes whole lines to one writer from many goroutines (handlers run concurrently).
 type Printer struct {
 	mu sync.Mutex
