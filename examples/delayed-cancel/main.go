@@ -206,15 +206,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		out.Printf("the broker holds %d deadline messages in SCHEDULE_TOPIC_XXXX until they are due", held)
 	}
 
-	var waitErr error
-	select {
-	case <-allChecked:
-	case <-running.Done():
-		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
-	case <-ctx.Done():
-		waitErr = fmt.Errorf("not every deadline arrived: %w", ctx.Err())
-	}
-	if err := running.Stop(waitErr); err != nil {
+	if err := running.StopAfter(ctx, allChecked, "every deadline arrived"); err != nil {
 		return err
 	}
 	counts := map[Status]int{}

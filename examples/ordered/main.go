@@ -144,15 +144,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	out.Printf("published %d status events of %d orders, interleaved, sharding key = order id", total, n)
 
-	var waitErr error
-	select {
-	case <-allHandled:
-	case <-running.Done():
-		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
-	case <-ctx.Done():
-		waitErr = fmt.Errorf("not every event handled: %w", ctx.Err())
-	}
-	if err := running.Stop(waitErr); err != nil {
+	if err := running.StopAfter(ctx, allHandled, "every event was handled"); err != nil {
 		return err
 	}
 

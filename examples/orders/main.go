@@ -218,15 +218,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		out.Printf("order service: placed order %s [correlation %s]", o.ID, reqID)
 	}
 
-	var waitErr error
-	select {
-	case <-prog.all:
-	case <-running.Done():
-		return running.Stop(fmt.Errorf("router stopped early: %w", running.Err()))
-	case <-ctx.Done():
-		waitErr = fmt.Errorf("scenario did not finish: %w", ctx.Err())
-	}
-	if err := running.Stop(waitErr); err != nil {
+	if err := running.StopAfter(ctx, prog.all, "the scenario finished"); err != nil {
 		return err
 	}
 	prog.mu.Lock()

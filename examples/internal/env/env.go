@@ -219,3 +219,18 @@ func (rr *RunningRouter) Stop(waitErr error) error {
 	}
 	return err
 }
+
+// StopAfter waits until done is closed (the scenario completed), the router stopped early or
+// ctx ended, then stops the router. what says what done stands for, in the error of a scenario
+// that did not complete.
+func (rr *RunningRouter) StopAfter(ctx context.Context, done <-chan struct{}, what string) error {
+	var waitErr error
+	select {
+	case <-done:
+	case <-rr.done:
+		waitErr = fmt.Errorf("router stopped before %s: %w", what, rr.err)
+	case <-ctx.Done():
+		waitErr = fmt.Errorf("%s did not happen in time: %w", what, ctx.Err())
+	}
+	return rr.Stop(waitErr)
+}
