@@ -81,6 +81,10 @@ func TestJavaClientAndMQAdmin(t *testing.T) {
 	assert.Contains(t, progress, "Diff Total: 0")
 	stop()
 	<-done
+	waitFor(t, "the Java consumer to leave", time.Minute, func() bool { return len(srv.Consumers("JavaG")) == 0 })
+	// With the group offline mqadmin rewrites the offsets itself (search by time, then commit).
+	assert.Contains(t, admin("resetOffsetByTime", "-g", "JavaG", "-t", "JavaT", "-s", "0"), "rollbackOffset")
+	assert.EqualValues(t, 400, srv.Lag("JavaG", "JavaT"), "reset to the start of every queue")
 
 	assert.Contains(t, admin("clusterList"), addr)
 	assert.Contains(t, admin("updateTopic", "-b", addr, "-t", "AdminT", "-r", "2", "-w", "2"), "success")
