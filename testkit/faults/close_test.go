@@ -57,14 +57,17 @@ func closeUnderLoad(t *testing.T, caseName string, closeSubscriber bool) {
 		before := goroutineStacks()
 
 		var (
-			mu      sync.Mutex
-			begun   = map[string]bool{}
-			sub     message.Subscriber
-			closing bool
+			mu    sync.Mutex
+			begun = map[string]bool{}
+			sub   message.Subscriber
 		)
 		r := startConsumer(t, tg, topic, group, path, consumerOptions{
 			closeTimeout: routerCloseTimeout,
-			onSubscriber: func(s message.Subscriber) { sub = s },
+			onSubscriber: func(s message.Subscriber) {
+				mu.Lock()
+				sub = s
+				mu.Unlock()
+			},
 			handle: func(ctx context.Context, id string) error {
 				mu.Lock()
 				begun[id] = true
@@ -86,7 +89,6 @@ func closeUnderLoad(t *testing.T, caseName string, closeSubscriber bool) {
 		if closeSubscriber {
 			bound = subscriberCloseBound
 			mu.Lock()
-			closing = true
 			s := sub
 			mu.Unlock()
 			err = s.Close()
@@ -94,7 +96,6 @@ func closeUnderLoad(t *testing.T, caseName string, closeSubscriber bool) {
 			err = r.Close()
 		}
 		took := time.Since(start)
-		_ = closing
 		if err != nil {
 			t.Errorf("Close: %v", err)
 		}
