@@ -5,6 +5,8 @@ package examples
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -354,3 +356,41 @@ func containerSnippet(t *testing.T) (string, error) {
 }
 
 var _ = containerSnippet
+
+// adminSnippet is the README's Admin lines.
+func adminSnippet(ctx context.Context, nameServer string) error {
+	admin, err := rocketmq.NewAdmin(rocketmq.AdminConfig{NameServers: []string{nameServer}})
+	if err != nil {
+		return err
+	}
+	defer admin.Close()
+	progress, err := admin.GroupProgress(ctx, "orders-points", "orders")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("backlog of orders-points: %d messages\n", progress.Lag)
+	return nil
+}
+
+func TestReadmeAdmin(t *testing.T) {
+	t.Setenv(minirmq.EnvNameServer, "")
+	srv := minirmq.Run(t)
+	require.NoError(t, srv.CreateTopic("orders", 2))
+	pub, err := rocketmq.NewPublisher(rocketmq.PublisherConfig{NameServers: []string{srv.Addr()}}, watermill.NopLogger{})
+	require.NoError(t, err)
+	defer pub.Close()
+	for i := 0; i < 3; i++ {
+		require.NoError(t, pub.Publish("orders", message.NewMessage(watermill.NewUUID(), []byte(`{}`))))
+	}
+	stdout := os.Stdout
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	os.Stdout = w
+	err = adminSnippet(context.Background(), srv.Addr())
+	os.Stdout = stdout
+	require.NoError(t, w.Close())
+	require.NoError(t, err)
+	printed, err := io.ReadAll(r)
+	require.NoError(t, err)
+	assert.Equal(t, "backlog of orders-points: 3 messages\n", string(printed))
+}
