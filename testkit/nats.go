@@ -129,7 +129,11 @@ func (b *natsBackend) connect(tb testing.TB, name string) *natsConn {
 
 func (b *natsBackend) jetStreamConfig(durable string) wnats.JetStreamConfig {
 	return wnats.JetStreamConfig{
-		SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit()},
+		// ManualAck: nats.go otherwise acks every message its callback returns from, and the
+		// adapter's callback returns without acking when it drops a message (the subscriber
+		// is closing, or the handler took longer than the ack wait): auto-ack would turn
+		// those drops into losses.
+		SubscribeOptions: []nats.SubOpt{nats.DeliverAll(), nats.AckExplicit(), nats.ManualAck()},
 		// Acks go out without waiting for the server's confirmation, as RocketMQ's offset
 		// commits do; a lost ack means a redelivery, never a lost message.
 		AckAsync:      true,
@@ -168,12 +172,16 @@ func (b *natsBackend) GroupSubscriber(tb testing.TB, group string) message.Subsc
 func (b *natsBackend) newSubscriber(tb testing.TB, group string) message.Subscriber {
 	tb.Helper()
 	conn := b.connect(tb, "testkit-sub")
-	sub, err := wnats.NewSubscriberWithNatsConn(conn.Conn, wnats.SubscriberSubscriptionConfig{
+	cfg := wnats.SubscriberSubscriptionConfig{
 		Unmarshaler:       &wnats.NATSMarshaler{},
 		SubjectCalculator: wnats.DefaultSubjectCalculator,
 		QueueGroupPrefix:  group,
 		JetStream:         b.jetStreamConfig(group),
-	}, logger())
+	}
+	if group != "" {
+		cfg.AckWaitTimeout = natsGroupAckWait // stop waiting when the server redelivers
+	}
+	sub, err := wnats.NewSubscriberWithNatsConn(conn.Conn, cfg, logger())
 	if err != nil {
 		conn.Close()
 		tb.Fatalf("testkit: NATS subscriber: %v", err)
@@ -240,6 +248,16 @@ func (s *natsSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *m
 	return s.Subscriber.Subscribe(ctx, topic)
 }
 
+// A group's consumer pushes at most natsGroupMaxAckPending unacknowledged messages to its
+// members, and redelivers one after natsGroupAckWait. The adapter drops, without a nak, what
+// was pushed to a member that is closing, so these bound how many messages wait and for how
+// long when a member leaves (JetStream's defaults, 1000 and 30s, stall a test for 30s). A
+// handler that runs longer than 5s may see its message twice.
+const (
+	natsGroupAckWait       = 5 * time.Second
+	natsGroupMaxAckPending = 64
+)
+
 // ensureGroup creates the group's durable queue consumer before anyone subscribes. nats.go
 // deletes a consumer it created itself when that subscription ends, which would make the
 // group forget its position whenever its last member leaves; a consumer that already existed
@@ -257,6 +275,8 @@ func (b *natsBackend) ensureGroup(topic, group string) error {
 			DeliverGroup:   group,
 			DeliverPolicy:  nats.DeliverAllPolicy,
 			AckPolicy:      nats.AckExplicitPolicy,
+			AckWait:        natsGroupAckWait,
+			MaxAckPending:  natsGroupMaxAckPending,
 		})
 		if errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
 			err = nil // created concurrently
