@@ -48,6 +48,10 @@
 //     rocketmq, nats, postgres and (for consumer groups) redis; dropped by gochannel, by rabbitmq
 //     until a group's queue exists, and by redis fan-out subscribers, which start at the end of
 //     the stream.
+//   - Messages a departed group member took but never acked reach another member at once on
+//     rocketmq (uncommitted offsets), rabbitmq (requeued) and postgres, and after 5s on nats
+//     (ack wait) and redis (claim of idle pending entries); a handler running longer than 5s
+//     may therefore see its message twice on those two.
 //   - Publish returns once the server has the message: a RocketMQ sync send, a JetStream
 //     publish ack, a Redis XADD, a committed PostgreSQL insert, a RabbitMQ publisher confirm
 //     (enabled here; watermill-amqp's default does not wait for one).
