@@ -37,8 +37,10 @@ type Backend interface {
 	// share the messages of a topic between them (competing consumers). The name only needs
 	// to be unique within the test; backends make it valid for the broker.
 	GroupSubscriber(tb testing.TB, group string) message.Subscriber
-	// Features describes the backend's delivery semantics in the terms of Watermill's
-	// universal test suite.
+	// Features describes the backend's delivery semantics with the fields of Watermill's
+	// tests.Features, read as testkit's tests check them: Persistent means a consumer group
+	// keeps messages while it has no members; NewSubscriberReceivesOldMessages means a new
+	// fan-out subscriber or a new group receives messages published before it subscribed.
 	Features() tests.Features
 }
 
