@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"regexp"
 	"sort"
@@ -17,7 +18,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/apache/rocketmq-client-go/v2/admin"
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 )
 
@@ -31,6 +31,10 @@ const (
 	codeSearchOffsetByTime   = 29
 	codeViewMessageByID      = 33
 	codeGetBrokerClusterInfo = 106
+	codeUpdateAndCreateTopic = 17
+	codeGetAllTopicList      = 206
+	codeDeleteTopicInBroker  = 215
+	codeDeleteTopicInNamesrv = 216
 	codeGetTopicStatsInfo    = 202
 	codeGetConsumerConnList  = 203
 	codeGetConsumeStats      = 208
@@ -70,13 +74,14 @@ func (c AdminConfig) Validate() error {
 }
 
 // Admin manages topics, consumer groups and messages on any RocketMQ 4.x/5.x cluster (and
-// minirmq): what mqadmin and dashboards show, from Go. It uses rocketmq-client-go's admin API
-// where that has the call and the broker's remoting requests where it does not.
+// minirmq): what mqadmin and dashboards show, from Go. It speaks the name servers' and brokers'
+// remoting requests itself: rocketmq-client-go v2.1.2's admin API lacks most of these calls, and
+// the ones it has are never signed (its WithCredentials installs no ACL hook), so they fail on
+// brokers with ACL.
 type Admin struct {
 	cfg AdminConfig
 
 	mu     sync.Mutex
-	client admin.Admin // created on first use
 	closed bool
 }
 
@@ -89,41 +94,16 @@ func NewAdmin(cfg AdminConfig) (*Admin, error) {
 	return &Admin{cfg: cfg}, nil
 }
 
-// Close releases the admin client. It is idempotent.
+// Close makes later calls fail with a clear error. It is idempotent; an Admin holds no
+// connection between calls.
 func (a *Admin) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.closed {
-		return nil
-	}
 	a.closed = true
-	if a.client != nil {
-		return a.client.Close()
-	}
 	return nil
 }
 
 var errAdminClosed = errors.New("rocketmq: Admin is closed")
-
-func (a *Admin) clientAPI() (admin.Admin, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return nil, errAdminClosed
-	}
-	if a.client == nil {
-		opts := []admin.AdminOption{admin.WithResolver(primitive.NewPassthroughResolver(a.cfg.NameServers))}
-		if !a.cfg.Credentials.IsEmpty() {
-			opts = append(opts, admin.WithCredentials(a.cfg.Credentials))
-		}
-		c, err := admin.NewAdmin(opts...)
-		if err != nil {
-			return nil, fmt.Errorf("rocketmq: create admin client: %w", err)
-		}
-		a.client = c
-	}
-	return a.client, nil
-}
 
 func (a *Admin) checkOpen() error {
 	a.mu.Lock()
@@ -239,19 +219,20 @@ func (a *Admin) CreateTopic(ctx context.Context, topic string, opts ...TopicOpti
 			brokers = append(brokers, b.Addr)
 		}
 	}
-	client, err := a.clientAPI()
-	if err != nil {
-		return err
-	}
+	ext := map[string]string{"topic": topic, "defaultTopic": defaultTopic, "readQueueNums": strconv.Itoa(spec.readQueues),
+		"writeQueueNums": strconv.Itoa(spec.writeQueues), "perm": strconv.Itoa(spec.perm),
+		"topicFilterType": "SINGLE_TAG", "topicSysFlag": "0", "order": "false"}
 	for _, b := range brokers {
-		if err := client.CreateTopic(ctx, admin.WithTopicCreate(topic), admin.WithBrokerAddrCreate(b),
-			admin.WithReadQueueNums(spec.readQueues), admin.WithWriteQueueNums(spec.writeQueues),
-			admin.WithPerm(spec.perm)); err != nil {
+		code, remark, _, err := a.call(ctx, b, codeUpdateAndCreateTopic, maps.Clone(ext), nil)
+		if err != nil {
 			return fmt.Errorf("rocketmq: create topic %q on %s: %w", topic, b, err)
 		}
+		if code != codeSuccess {
+			return fmt.Errorf("rocketmq: create topic %q on %s: code %d: %s", topic, b, code, remark)
+		}
 	}
-	// The client's admin call does not report the broker's answer: the route proves it, once it
-	// shows the queues and permission asked for (an update of an existing topic takes a moment).
+	// The broker registers the topic with the name servers asynchronously: the route proves it,
+	// once it shows the queues and permission asked for.
 	for {
 		route, err := a.Route(ctx, topic)
 		if err == nil && routeMatches(route, spec) {
@@ -283,32 +264,48 @@ func (a *Admin) DeleteTopic(ctx context.Context, topic string) error {
 	if err != nil {
 		return err
 	}
-	client, err := a.clientAPI()
+	for _, addr := range route.Brokers {
+		if err := a.expectSuccess(ctx, addr, codeDeleteTopicInBroker, map[string]string{"topic": topic}); err != nil {
+			return fmt.Errorf("rocketmq: delete topic %q on %s: %w", topic, addr, err)
+		}
+	}
+	for _, ns := range a.cfg.NameServers {
+		if err := a.expectSuccess(ctx, ns, codeDeleteTopicInNamesrv, map[string]string{"topic": topic}); err != nil {
+			return fmt.Errorf("rocketmq: delete topic %q on name server %s: %w", topic, ns, err)
+		}
+	}
+	return nil
+}
+
+// expectSuccess sends a request whose only answer of interest is success.
+func (a *Admin) expectSuccess(ctx context.Context, addr string, code int, ext map[string]string) error {
+	c, remark, _, err := a.call(ctx, addr, code, ext, nil)
 	if err != nil {
 		return err
 	}
-	for _, addr := range route.Brokers {
-		if err := client.DeleteTopic(ctx, admin.WithTopicDelete(topic), admin.WithBrokerAddrDelete(addr),
-			admin.WithNameSrvAddr(a.cfg.NameServers)); err != nil {
-			return fmt.Errorf("rocketmq: delete topic %q on %s: %w", topic, addr, err)
-		}
+	if c != codeSuccess {
+		return fmt.Errorf("code %d: %s", c, remark)
 	}
 	return nil
 }
 
 // Topics lists every topic the name servers know, sorted.
 func (a *Admin) Topics(ctx context.Context) ([]string, error) {
-	client, err := a.clientAPI()
+	code, remark, body, err := a.callNameServers(ctx, codeGetAllTopicList, nil)
 	if err != nil {
 		return nil, err
 	}
-	list, err := client.FetchAllTopicList(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("rocketmq: list topics: %w", err)
+	if code != codeSuccess {
+		return nil, fmt.Errorf("rocketmq: list topics: code %d: %s", code, remark)
 	}
-	topics := append([]string(nil), list.TopicList...)
-	sort.Strings(topics)
-	return topics, nil
+	var list struct {
+		TopicList []string `json:"topicList"`
+	}
+	if err := json.Unmarshal(body, &list); err != nil {
+		return nil, fmt.Errorf("rocketmq: decode topic list: %w", err)
+	}
+	sort.Strings(list.TopicList)
+	return list.TopicList, nil
 }
 
 // Broker is one master broker of the cluster.

@@ -27,6 +27,8 @@ const codeUnlockBatchMQ = 42
 type queueReleaser struct {
 	nameServers []string
 	group       string
+	// credentials sign the unlock requests for brokers with ACL.
+	credentials primitive.Credentials
 
 	// kick has room for one pending notice of a change.
 	kick chan struct{}
@@ -180,6 +182,10 @@ func (r *queueReleaser) unlock(clientID string, mqs []primitive.MessageQueue) {
 		if err != nil {
 			continue
 		}
-		_, _, _, _ = invoke(ctx, addr, codeUnlockBatchMQ, nil, body)
+		ext := map[string]string{}
+		if !r.credentials.IsEmpty() {
+			signRequest(ext, body, r.credentials)
+		}
+		_, _, _, _ = invoke(ctx, addr, codeUnlockBatchMQ, ext, body)
 	}
 }

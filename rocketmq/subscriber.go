@@ -143,7 +143,8 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	opts := s.consumerOptions(group)
 	var releaser *queueReleaser
 	if s.config.Orderly && s.config.Model == Clustering {
-		r := &queueReleaser{nameServers: s.config.NameServers, group: group, kick: make(chan struct{}, 1)}
+		r := &queueReleaser{nameServers: s.config.NameServers, group: group, credentials: s.config.Credentials,
+			kick: make(chan struct{}, 1)}
 		releaser = r
 		if s.config.Namespace != "" {
 			r.group = s.config.Namespace + "%" + group
