@@ -2,6 +2,7 @@ package minirmq_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"strconv"
 	"testing"
 	"time"
@@ -64,4 +65,27 @@ func TestBadSendsAreRejectedLikeTheRealBroker(t *testing.T) {
 			"\nSee http://rocketmq.apache.org/docs/faq/ for further details.", resp.Remark)
 	})
 	require.NotEmpty(t, broker)
+}
+
+// The broker keeps a message's flag and sysFlag bits as sent: the Java client marks zlib bodies
+// with compression-type bits beyond the Go client's 0x1.
+func TestFlagsAndSysFlagBitsKeptAsSent(t *testing.T) {
+	tg := newTarget(t)
+	broker := tg.brokerAddr(t)
+	topic := unique("T")
+	tg.createTopic(t, topic, 1)
+	req := sendRequest(topic, 0, []byte("not really compressed"))
+	req.ExtFields["sysFlag"] = strconv.Itoa(0x1 | 0x200) // compressed, zlib type bits
+	req.ExtFields["flag"] = "7"
+	resp := rawRequest(t, broker, req)
+	require.EqualValues(t, 0, resp.Code, resp.Remark)
+	pulled := rawRequest(t, broker, pullRequest(topic, unique("G"), 0, 0, 0))
+	require.EqualValues(t, 0, pulled.Code)
+	// Decode by hand: the client's decoder would try to unzip the body.
+	body := pulled.Body
+	require.Greater(t, len(body), 40)
+	flag := int32(binary.BigEndian.Uint32(body[16:20]))
+	sysFlag := int32(binary.BigEndian.Uint32(body[36:40]))
+	assert.EqualValues(t, 7, flag)
+	assert.EqualValues(t, 0x201, sysFlag)
 }
