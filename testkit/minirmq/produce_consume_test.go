@@ -2,6 +2,7 @@ package minirmq_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,6 +50,7 @@ func TestSendModesAndPushConsume(t *testing.T) {
 	res, err = p.SendSync(ctx, batch...)
 	require.NoError(t, err)
 	assert.Equal(t, primitive.SendOK, res.Status)
+	assert.Len(t, strings.Split(res.OffsetMsgID, ","), 3, "a batch answers one offset id per message")
 
 	var got received
 	tg.pushConsumer(t, unique("G"), topic, "*", collectAll(&got))
