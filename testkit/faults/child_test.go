@@ -80,11 +80,11 @@ func childTarget(t *testing.T, name, addr string) *target {
 	case "nats":
 		return natsClientTarget(t, addr)
 	case "redis":
-		return kitTarget(t, name, testkit.Redis)
+		return kitTarget(t, name, testkit.Redis, false)
 	case "postgres":
-		return kitTarget(t, name, testkit.PostgreSQL)
+		return kitTarget(t, name, testkit.PostgreSQL, false)
 	case "rabbitmq":
-		return kitTarget(t, name, testkit.RabbitMQ)
+		return kitTarget(t, name, testkit.RabbitMQ, false)
 	}
 	t.Fatalf("%s=%q is not a backend the child can run", envChild, name)
 	return nil
