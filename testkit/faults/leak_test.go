@@ -9,11 +9,13 @@ import (
 )
 
 // brokerGoroutines are stack fragments of goroutines on the broker's side of a connection
-// (minirmq, the embedded nats-server): they live as long as the client keeps its connection
-// and are not the consumer's.
+// (minirmq, the embedded nats-server, the suite's TCP proxy): they live as long as some client
+// keeps its connection (the backend's admin client, a database/sql pool shared with the
+// publisher) and are not the consumer's.
 var brokerGoroutines = []string{
 	"github.com/rocketbus/rocketbus/testkit/minirmq.",
 	"github.com/nats-io/nats-server/v2/server.",
+	"github.com/rocketbus/rocketbus/testkit/faults.(*tcpProxy)",
 }
 
 // clientGoroutines are stack fragments of client-library goroutines that may outlive a Close
