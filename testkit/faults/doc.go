@@ -12,8 +12,9 @@
 // PoisonQueue, RocketMQ's own retry to the dead-letter queue), and publishing while the broker
 // is down. RocketMQ runs on minirmq, whose Server can restart, drop connections and pause;
 // NATS runs on an embedded nats-server restarted on the same port and store; the services
-// make test starts (Redis, PostgreSQL, RabbitMQ) take the faults that need no control over
-// the server, and every case that cannot apply to a backend says why in its skip reason.
+// make test starts (Redis, PostgreSQL, RabbitMQ) are shared with other tests and never
+// restarted, so their connections are cut or refused through a TCP proxy the test owns. Every
+// case that cannot apply to a backend says why in its skip reason.
 //
 // The package holds only tests. FAULTS_REPORT=path writes the table of the run (case x
 // backend -> published / handled / lost / duplicated) to path; README.md shows the latest.
