@@ -170,8 +170,12 @@ func TestAutoCreatedTopicsUseTheConfiguredQueueCount(t *testing.T) {
 			Perm           int `json:"perm"`
 		} `json:"queueDatas"`
 	}
-	resp := rawRequest(t, tg.addr, &rawCmd{Code: 105, ExtFields: map[string]string{"topic": topic}})
-	require.EqualValues(t, 0, resp.Code, resp.Remark)
+	// A real broker registers the new topic with the name server asynchronously.
+	var resp *rawCmd
+	waitFor(t, "the auto-created topic's route", 35*time.Second, func() bool {
+		resp = rawRequest(t, tg.addr, &rawCmd{Code: 105, ExtFields: map[string]string{"topic": topic}})
+		return resp.Code == 0
+	})
 	require.NoError(t, json.Unmarshal(fixJSONKeys(resp.Body), &route))
 	require.Len(t, route.QueueDatas, 1)
 	assert.Equal(t, 4, route.QueueDatas[0].WriteQueueNums, "defaultTopicQueueNums")
