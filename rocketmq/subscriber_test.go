@@ -30,6 +30,18 @@ func receive(t *testing.T, msgs <-chan *message.Message) *message.Message {
 	}
 }
 
+// receiveDeadLetter reads the next message of group's dead-letter topic with a reader group of
+// its own (the Subscriber makes the write-only %DLQ% topic readable).
+func receiveDeadLetter(t *testing.T, ns []string, topic, group string) *message.Message {
+	t.Helper()
+	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
+		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
+	})
+	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
+	require.NoError(t, err)
+	return receive(t, dlq)
+}
+
 func reconsumeTimes(t *testing.T, msg *message.Message) int32 {
 	t.Helper()
 	n, ok := rocketmq.ReconsumeTimesFromCtx(msg.Context())
@@ -96,12 +108,7 @@ func TestNackBrokerRetryThenDLQ(t *testing.T) {
 	second.Metadata.Set(rocketmq.MetadataRetryDelayLevel, "1")
 	second.Nack() // reconsume times reached MaxReconsumeTimes: dead letter
 
-	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
-		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
-	})
-	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
-	require.NoError(t, err)
-	dead := receive(t, dlq)
+	dead := receiveDeadLetter(t, ns, topic, group)
 	assert.Equal(t, sent.UUID, dead.UUID)
 	assert.Equal(t, "poison", string(dead.Payload))
 	assert.Equal(t, "kept", dead.Metadata.Get("app"))
@@ -127,12 +134,7 @@ func TestNegativeRetryDelayLevelGoesStraightToDLQ(t *testing.T) {
 	first.Metadata.Set(rocketmq.MetadataRetryDelayLevel, "-1")
 	first.Nack()
 
-	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
-		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
-	})
-	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
-	require.NoError(t, err)
-	dead := receive(t, dlq)
+	dead := receiveDeadLetter(t, ns, topic, group)
 	assert.Equal(t, sent.UUID, dead.UUID)
 	dead.Ack()
 
@@ -304,12 +306,7 @@ func TestUndecodableMessageIsDeadLettered(t *testing.T) {
 	assert.Equal(t, fine.UUID, got.UUID)
 	got.Ack()
 
-	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
-		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
-	})
-	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
-	require.NoError(t, err)
-	dead := receive(t, dlq)
+	dead := receiveDeadLetter(t, ns, topic, group)
 	assert.Equal(t, garbage.UUID, dead.UUID)
 	dead.Ack()
 }
@@ -350,12 +347,7 @@ func TestOrderlyNackRetriesInPlaceThenDLQ(t *testing.T) {
 	}
 	assert.Equal(t, []int32{0, 1, 2}, times, "delivered until reconsume times exceed MaxReconsumeTimes")
 
-	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
-		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
-	})
-	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
-	require.NoError(t, err)
-	dead := receive(t, dlq)
+	dead := receiveDeadLetter(t, ns, topic, group)
 	assert.Equal(t, bad.UUID, dead.UUID)
 	dead.Ack()
 }
@@ -389,12 +381,7 @@ func TestOrderlyNegativeRetryDelayLevelDeadLettersAtOnce(t *testing.T) {
 	assert.Equal(t, next.UUID, second.UUID, "the dead-lettered message must not come back")
 	second.Ack()
 
-	dlqSub := newSubscriber(t, ns, func(c *rocketmq.SubscriberConfig) {
-		c.GroupFunc = func(string) string { return "dlq-reader-" + topic }
-	})
-	dlq, err := dlqSub.Subscribe(context.Background(), "%DLQ%"+group)
-	require.NoError(t, err)
-	dead := receive(t, dlq)
+	dead := receiveDeadLetter(t, ns, topic, group)
 	assert.Equal(t, bad.UUID, dead.UUID)
 	dead.Ack()
 }
