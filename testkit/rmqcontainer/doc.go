@@ -21,6 +21,11 @@
 // minirmq image), terminates it in t.Cleanup, and skips when no Docker engine answers (fails
 // when CI=true).
 //
+// Restart restarts the container (`docker restart`), waits for the broker and advertises its
+// address again if the broker forgot it. Docker publishes a restarted container on new host
+// ports, which clients holding the old name server address cannot follow: fix the ports with
+// WithHostPort for a container restarted under running clients.
+//
 // Mapped ports bind to 127.0.0.1 when the Docker engine runs on this machine. Where the
 // testcontainers reaper (Ryuk) image cannot be pulled, set TESTCONTAINERS_RYUK_DISABLED=true
 // (before the first container, e.g. in TestMain) and terminate every container. Every container

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -67,6 +68,7 @@ type settings struct {
 	keepImage      bool
 	customizers    []testcontainers.ContainerCustomizer
 	logger         log.Logger
+	hostPorts      map[string]string // container port ("9876/tcp") -> fixed host port
 	errs           []error
 }
 
@@ -162,6 +164,26 @@ func WithHostIP(ip string) Option {
 	}
 }
 
+// WithHostPort publishes containerPort on hostPort of the host instead of on a port Docker
+// picks: 9876 (name server, and broker on single-port images) on every layout, 10911 and 10909
+// (broker) on apache/rocketmq images. Docker picks new host ports each time a container starts,
+// but RocketMQ clients keep the name server address they were given and a broker keeps
+// advertising the address it was told, so a container that is restarted (Restart) while clients
+// use it needs every published port fixed. hostPort must be free on the host: Run fails
+// otherwise.
+func WithHostPort(containerPort, hostPort int) Option {
+	return func(s *settings) {
+		if containerPort < 1 || containerPort > 65535 || hostPort < 1 || hostPort > 65535 {
+			s.errs = append(s.errs, fmt.Errorf("rmqcontainer: WithHostPort(%d, %d): ports must be in 1..65535", containerPort, hostPort))
+			return
+		}
+		if s.hostPorts == nil {
+			s.hostPorts = map[string]string{}
+		}
+		s.hostPorts[fmt.Sprintf("%d/tcp", containerPort)] = fmt.Sprint(hostPort)
+	}
+}
+
 // WithDockerfile builds the image from contextDir/dockerfile (dockerfile "" means "Dockerfile")
 // before starting it; Run's image argument must then be empty. The image is removed by
 // Terminate unless WithKeepImage is given.
@@ -206,6 +228,11 @@ type Container struct {
 	builtImage  string // image built by WithDockerfile, removed on Terminate
 	removeImage bool
 
+	// What Restart needs to wait for the broker and advertise it again.
+	timeout      time.Duration
+	brokerConfig map[string]string
+	logger       log.Logger
+
 	terminateOnce sync.Once
 	terminateErr  error
 }
@@ -238,6 +265,52 @@ func (c *Container) hostPort(ctx context.Context, port string) (string, error) {
 	}
 	return net.JoinHostPort(c.host, p.Port()), nil
 }
+
+// Restart restarts the container as `docker restart` does (SIGTERM, then SIGKILL after Docker's
+// 10 s), waits until the broker has registered with the name server again, and makes sure the
+// name server lists it at the address clients outside Docker reach: a broker that kept the
+// advertised address across the restart (minirmq with its data directory, a broker that persists
+// its runtime config) is left alone, one that forgot it is told again, as Run does. Messages and
+// offsets survive only if the broker keeps them on disk inside the container.
+//
+// Docker publishes a restarted container on new host ports unless WithHostPort fixed them:
+// NameServer and BrokerAddr then return the new addresses, and clients still holding the old
+// name server address cannot reconnect.
+func (c *Container) Restart(ctx context.Context) error {
+	p, err := testcontainers.NewDockerProvider()
+	if err != nil {
+		return fmt.Errorf("rmqcontainer: restart: %w", err)
+	}
+	defer p.Close()
+	if _, err := p.Client().ContainerRestart(ctx, c.GetContainerID(), client.ContainerRestartOptions{}); err != nil {
+		return fmt.Errorf("rmqcontainer: restart: %w", err)
+	}
+	registered := &registeredStrategy{host: c.host, timeout: c.timeout}
+	if err := registered.WaitUntilReady(ctx, c.DockerContainer); err != nil {
+		return fmt.Errorf("rmqcontainer: after restart: %w", err)
+	}
+	nameServer, err := c.NameServer(ctx)
+	if err != nil {
+		return err
+	}
+	broker, err := c.BrokerAddr(ctx)
+	if err != nil {
+		return err
+	}
+	body, err := clusterInfo(ctx, nameServer)
+	if err != nil {
+		return fmt.Errorf("rmqcontainer: after restart: %w", err)
+	}
+	if _, found := registeredBroker(body, broker); found {
+		c.logger.Printf("rmqcontainer: restarted %s; the broker kept advertising %s", shortID(c.GetContainerID()), broker)
+		return nil
+	}
+	c.logger.Printf("rmqcontainer: restarted %s; the broker forgot its advertised address (cluster info: %s), advertising %s again", shortID(c.GetContainerID()), body, broker)
+	return c.advertise(ctx, c.timeout, c.brokerConfig)
+}
+
+// shortID is the 12-character container id `docker ps` shows.
+func shortID(id string) string { return id[:min(12, len(id))] }
 
 // Terminate stops and removes the container, and the image built by WithDockerfile unless it
 // was kept. Calling it again returns nil.
@@ -346,6 +419,15 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 	if c.layout == LayoutApache {
 		ports = append(ports, brokerPort, brokerVIPPort)
 	}
+	for p := range s.hostPorts {
+		if !slices.Contains(ports, p) {
+			return fail(nil, fmt.Errorf("rmqcontainer: WithHostPort(%s): the %s layout publishes only %s", strings.TrimSuffix(p, "/tcp"), c.layout, strings.Join(ports, ", ")))
+		}
+	}
+	c.timeout, c.brokerConfig, c.logger = timeout, s.brokerConfig, s.logger
+	if c.logger == nil {
+		c.logger = log.Default()
+	}
 	customizers := []testcontainers.ContainerCustomizer{
 		testcontainers.WithLabels(map[string]string{Label: "true"}),
 		testcontainers.WithExposedPorts(ports...),
@@ -353,8 +435,8 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 	if s.logger != nil {
 		customizers = append([]testcontainers.ContainerCustomizer{testcontainers.WithLogger(s.logger)}, customizers...)
 	}
-	if bindIP != "" {
-		customizers = append(customizers, testcontainers.WithHostConfigModifier(bindPorts(bindIP, ports)))
+	if bindIP != "" || len(s.hostPorts) > 0 {
+		customizers = append(customizers, testcontainers.WithHostConfigModifier(bindPorts(bindIP, ports, s.hostPorts)))
 	}
 	registered := &registeredStrategy{host: c.host, timeout: timeout}
 	switch c.layout {
@@ -430,15 +512,23 @@ func (c *Container) advertise(ctx context.Context, timeout time.Duration, extra 
 	}
 }
 
-// bindPorts publishes ports on one host address, each on a port Docker picks.
-func bindPorts(ip string, ports []string) func(*container.HostConfig) {
-	addr := netip.MustParseAddr(ip) // checked by resolveHost
+// bindPorts publishes ports on one host address ("" = all interfaces), each on its port in fixed
+// or else on a port Docker picks.
+func bindPorts(ip string, ports []string, fixed map[string]string) func(*container.HostConfig) {
+	var addr netip.Addr // the zero address binds all interfaces
+	if ip != "" {
+		addr = netip.MustParseAddr(ip) // checked by resolveHost
+	}
 	return func(hc *container.HostConfig) {
 		if hc.PortBindings == nil {
 			hc.PortBindings = network.PortMap{}
 		}
 		for _, p := range ports {
-			hc.PortBindings[network.MustParsePort(p)] = []network.PortBinding{{HostIP: addr, HostPort: "0"}}
+			hostPort := "0"
+			if f, ok := fixed[p]; ok {
+				hostPort = f
+			}
+			hc.PortBindings[network.MustParsePort(p)] = []network.PortBinding{{HostIP: addr, HostPort: hostPort}}
 		}
 	}
 }
