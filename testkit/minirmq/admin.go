@@ -56,6 +56,16 @@ func (s *Server) handleUpdateBrokerConfig(req *command) *command {
 	kv := parsePropertiesText(string(req.Body))
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if err := s.applyBrokerConfigLocked(kv); err != nil {
+		return errorf(codeSystemError, "%v", err)
+	}
+	return success()
+}
+
+// applyBrokerConfigLocked applies runtime broker config entries and keeps them, so that
+// GET_BROKER_CONFIG and, with a data directory, the next start see them (the real broker
+// writes them to its broker.conf). Requires s.mu.
+func (s *Server) applyBrokerConfigLocked(kv map[string]string) error {
 	host, port, _ := net.SplitHostPort(s.advertised.String())
 	if v, ok := kv["brokerIP1"]; ok {
 		host = v
@@ -65,20 +75,21 @@ func (s *Server) handleUpdateBrokerConfig(req *command) *command {
 	}
 	adv, err := resolveAdvertised(net.JoinHostPort(host, port))
 	if err != nil {
-		return errorf(codeSystemError, "%v", err)
+		return err
 	}
+	writable := s.brokerWrite
 	if v, ok := kv["brokerPermission"]; ok {
 		perm, err := strconv.Atoi(v)
 		if err != nil {
-			return errorf(codeSystemError, "brokerPermission %q is not a number", v)
+			return fmt.Errorf("brokerPermission %q is not a number", v)
 		}
-		s.brokerWrite = perm&permWrite != 0
+		writable = perm&permWrite != 0
 	}
-	s.advertised = adv
+	s.advertised, s.brokerWrite = adv, writable
 	for k, v := range kv {
 		s.brokerConf[k] = v
 	}
-	return success()
+	return nil
 }
 
 func parsePropertiesText(text string) map[string]string {

@@ -3,7 +3,9 @@
 // the unmodified rocketmq-client-go (and the Java client) cannot tell it from a real broker for
 // sending, pulling, push and orderly consumption, delays, retries, dead letters and transactions.
 //
-// Messages live in memory. Restart keeps them, so tests can bounce the broker under a client.
+// Messages live in memory. Restart keeps them, so tests can bounce the broker under a client;
+// WithDataDir also keeps them on disk, so a new server (a new process, a restarted container)
+// starts where the last one stopped or was killed.
 package minirmq
 
 import (
@@ -51,6 +53,8 @@ type Server struct {
 
 	started  time.Time
 	gotCount atomic.Int64 // messages returned by pulls, for runtime stats
+
+	persist *persistence // nil without WithDataDir
 }
 
 type config struct {
@@ -71,6 +75,8 @@ type config struct {
 	acl           map[string]string // access key -> secret key; nil when ACL is off
 	retainBytes   int64
 	retainAge     time.Duration
+	dataDir       string
+	segmentSize   int64
 }
 
 // Option configures a Server.
@@ -103,6 +109,16 @@ func WithMaxMessageSize(n int) Option { return func(c *config) { c.maxBodySize =
 func WithRetention(maxBytes int64, maxAge time.Duration) Option {
 	return func(c *config) { c.retainBytes, c.retainAge = maxBytes, maxAge }
 }
+
+// WithDataDir keeps the broker's state in dir (created when missing): the commit log, topics,
+// queue and consumer offsets, pending delays and transactions, and broker config changed at
+// runtime (UPDATE_BROKER_CONFIG, so an advertised address set by a container wrapper survives a
+// restart, as a real broker rewrites its broker.conf). A server started on the same directory
+// continues from it. Each message reaches the directory before its send is answered, so a
+// killed process loses no acknowledged message; consumer offsets are saved every second and on
+// Close, so a killed process redelivers what was consumed after the last save. One server at a
+// time may use a directory. Default: memory only.
+func WithDataDir(dir string) Option { return func(c *config) { c.dataDir = dir } }
 
 // WithLogger sets where the server reports dropped connections and malformed frames.
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
@@ -184,6 +200,15 @@ func New(opts ...Option) (*Server, error) {
 	if s.advertised, err = resolveAdvertised(adv); err != nil {
 		ln.Close()
 		return nil, err
+	}
+	if cfg.dataDir != "" {
+		if s.persist, err = s.openDataDir(cfg.dataDir); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		s.store.wal = s.persist.log
+		s.loopWG.Add(1)
+		go s.checkpointLoop()
 	}
 	s.loopWG.Add(3)
 	go s.scheduleLoop()
@@ -283,7 +308,8 @@ func (s *Server) BrokerAddr() string {
 	return s.advertised.String()
 }
 
-// Close stops the server: listener, connections and background loops. It is idempotent.
+// Close stops the server: listener, connections and background loops, then, with a data
+// directory, saves the checkpoint and releases the directory. It is idempotent.
 func (s *Server) Close() error {
 	s.lnMu.Lock()
 	if s.closed {
@@ -296,7 +322,7 @@ func (s *Server) Close() error {
 	s.lnMu.Unlock()
 	s.connWG.Wait()
 	s.loopWG.Wait()
-	return nil
+	return s.closePersistence()
 }
 
 // Restart drops every connection and listens again on the same address, keeping topics,

@@ -57,6 +57,8 @@ func (s *Server) handleSendBack(req *command) *command {
 		a.topic = s.systemTopic(retryPrefix+group, 1)
 	}
 	a.properties = formatProperties(props, nil)
-	s.putMessage(a, time.Now())
+	if _, _, err := s.putMessage(a, time.Now()); err != nil {
+		return errorf(codeSystemError, "minirmq: storing the retry message failed: %v", err)
+	}
 	return success()
 }

@@ -66,7 +66,12 @@ func (s *Server) scheduleLoop() {
 		now := time.Now()
 		for s.sched.items.Len() > 0 && !s.sched.items[0].due.After(now) {
 			it := heap.Pop(&s.sched.items).(dueItem)
-			s.deliverDelayedLocked(it.phys, now)
+			if err := s.deliverDelayedLocked(it.phys, now); err != nil {
+				// Keep it parked and try again shortly: dropping it would lose the message.
+				s.cfg.logger.Error("minirmq: delivering a delayed message", "commitLogOffset", it.phys, "err", err)
+				heap.Push(&s.sched.items, dueItem{due: now.Add(time.Second), phys: it.phys})
+				break
+			}
 		}
 		wait := time.Hour
 		if s.sched.items.Len() > 0 {
@@ -87,22 +92,22 @@ func (s *Server) scheduleLoop() {
 }
 
 // deliverDelayedLocked stores the due message in its real topic and queue. Requires s.mu.
-func (s *Server) deliverDelayedLocked(phys int64, now time.Time) {
+func (s *Server) deliverDelayedLocked(phys int64, now time.Time) error {
 	st := s.store.byPhys(phys)
 	if st == nil {
-		return // dropped by retention
+		return nil // dropped by retention
 	}
 	m, err := decodeStored(st.enc)
 	if err != nil {
-		return
+		return nil // cannot happen: the store holds only what it encoded
 	}
-	s.moveToRealTopicLocked(m, now, 0, propDelay, propTimerDeliver, propTimerDelaySec, propTimerDelayMs)
+	return s.moveToRealTopicLocked(m, now, 0, propDelay, propTimerDeliver, propTimerDelaySec, propTimerDelayMs)
 }
 
 // moveToRealTopicLocked appends a parked message (delayed, or a committed half message) to the
 // topic and queue named by its REAL_TOPIC and REAL_QID properties, without the listed
 // properties. The delayed path keeps REAL_* as the real broker does. Requires s.mu.
-func (s *Server) moveToRealTopicLocked(m *msgFields, now time.Time, preparedTxOffset int64, drop ...string) {
+func (s *Server) moveToRealTopicLocked(m *msgFields, now time.Time, preparedTxOffset int64, drop ...string) error {
 	props := parseProperties(m.properties)
 	realTopic := props[propRealTopic]
 	qid, _ := strconv.Atoi(props[propRealQueueID])
@@ -117,10 +122,11 @@ func (s *Server) moveToRealTopicLocked(m *msgFields, now time.Time, preparedTxOf
 		qid = 0
 	}
 	propStr := formatProperties(props, nil)
-	s.store.append(t, int32(qid), func(qoff, p int64) *msgFields {
+	_, err := s.store.append(t, int32(qid), func(qoff, p int64) *msgFields {
 		return &msgFields{topic: realTopic, queueID: int32(qid), flag: m.flag, queueOffset: qoff, phys: p,
 			sysFlag: m.sysFlag, bornTs: m.bornTs, bornHost: m.bornHost, storeTs: now.UnixMilli(),
 			storeHost: s.advertised, reconsumeTimes: m.reconsumeTimes, preparedTxOffset: preparedTxOffset,
 			body: m.body, properties: propStr}
 	}, props[propTags], props[propKeys], props[propUniqKey])
+	return err
 }

@@ -131,7 +131,13 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 		txPrep bool
 	)
 	for _, e := range entries {
-		st, isHalf := s.storeIncoming(c, h, e, topic, int32(queueID), now)
+		st, isHalf, err := s.storeIncoming(c, h, e, topic, int32(queueID), now)
+		if err != nil {
+			// Earlier messages of a batch stay stored: the producer sees a failed send and may
+			// resend them, a duplicate rather than a loss.
+			s.mu.Unlock()
+			return errorf(codeSystemError, "minirmq: storing the message failed: %v", err)
+		}
 		if first == nil {
 			first = st
 		}
@@ -170,7 +176,7 @@ type putArgs struct {
 }
 
 // storeIncoming stores a message a producer sent.
-func (s *Server) storeIncoming(c *conn, h sendHeader, e batchEntry, topic *topicConfig, queueID int32, now time.Time) (*stored, bool) {
+func (s *Server) storeIncoming(c *conn, h sendHeader, e batchEntry, topic *topicConfig, queueID int32, now time.Time) (*stored, bool, error) {
 	a := putArgs{topic: topic, queueID: queueID, flag: e.flag, sysFlag: h.sysFlag, body: e.body,
 		properties: e.properties, bornTs: h.bornTs, bornHost: c.remote, reconsumeTimes: h.reconsumeTimes,
 		producerGroup: h.producerGroup}
@@ -182,8 +188,9 @@ func (s *Server) storeIncoming(c *conn, h sendHeader, e batchEntry, topic *topic
 }
 
 // putMessage stores a message, diverting delayed messages to the schedule topic and half
-// messages to the transaction topic, as CommitLog.putMessage does. Requires s.mu.
-func (s *Server) putMessage(a putArgs, now time.Time) (*stored, bool) {
+// messages to the transaction topic, as CommitLog.putMessage does. It reports whether the
+// message is a half message. Requires s.mu.
+func (s *Server) putMessage(a putArgs, now time.Time) (*stored, bool, error) {
 	props, sysFlag := a.properties, a.sysFlag
 	dest, destQueue := a.topic, a.queueID
 	var (
@@ -212,17 +219,20 @@ func (s *Server) putMessage(a putArgs, now time.Time) (*stored, bool) {
 		dest, destQueue = s.systemTopic(timerTopic, 1), 0
 		due = now.Add(s.scaled(at.Sub(now)))
 	}
-	st := s.store.append(dest, destQueue, func(qoff, phys int64) *msgFields {
+	st, err := s.store.append(dest, destQueue, func(qoff, phys int64) *msgFields {
 		return &msgFields{topic: dest.name, queueID: destQueue, flag: a.flag, queueOffset: qoff, phys: phys,
 			sysFlag: sysFlag, bornTs: a.bornTs, bornHost: a.bornHost, storeTs: now.UnixMilli(),
 			storeHost: s.advertised, reconsumeTimes: a.reconsumeTimes, body: a.body, properties: props}
 	}, propertyOf(props, propTags), propertyOf(props, propKeys), propertyOf(props, propUniqKey))
+	if err != nil {
+		return nil, false, err
+	}
 	if isHalf {
 		s.halfs[st.phys] = &halfMessage{phys: st.phys, group: a.producerGroup, nextCheck: now.Add(s.scaled(s.cfg.txTimeout))}
 	} else if !due.IsZero() {
 		s.sched.add(due, st.phys)
 	}
-	return st, isHalf
+	return st, isHalf, nil
 }
 
 // dlqTopic returns a group's dead-letter topic; like the real broker it is created write-only.

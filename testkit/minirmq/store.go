@@ -76,7 +76,10 @@ func newQueue() *queue { return &queue{arrived: make(chan struct{})} }
 func (q *queue) maxOffset() int64 { return q.minOffset + int64(len(q.msgs)) }
 
 type topicConfig struct {
-	name           string
+	name string
+	// createdPhys is the commit-log end when the topic was created; recovery from a data
+	// directory skips older messages of a deleted topic of the same name.
+	createdPhys    int64
 	readQueueNums  int
 	writeQueueNums int
 	perm           int
@@ -108,6 +111,8 @@ type store struct {
 	puts    int64
 	// offsets: group -> topic@queue -> committed offset.
 	offsets map[string]map[queueKey]int64
+	// wal, when the server has a data directory, receives every message before it is stored.
+	wal *commitLog
 }
 
 type queueKey struct {
@@ -122,7 +127,7 @@ func newStore() *store {
 func (s *store) createTopic(name string, read, write, perm int) *topicConfig {
 	t, ok := s.topics[name]
 	if !ok {
-		t = &topicConfig{name: name}
+		t = &topicConfig{name: name, createdPhys: s.nextPhy}
 		s.topics[name] = t
 	}
 	t.readQueueNums, t.writeQueueNums, t.perm = read, write, perm
@@ -131,11 +136,17 @@ func (s *store) createTopic(name string, read, write, perm int) *topicConfig {
 }
 
 // append stores one message, assigning queue offset and commit-log offset, and wakes pullers.
-func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, phys int64) *msgFields, tags, keys, uniq string) *stored {
+// It fails only when the data directory cannot take the message, which is then not stored.
+func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, phys int64) *msgFields, tags, keys, uniq string) (*stored, error) {
 	t.ensureQueues(int(queueID) + 1)
 	q := t.queues[queueID]
 	f := build(q.maxOffset(), s.nextPhy)
 	enc := encodeStored(f)
+	if s.wal != nil {
+		if err := s.wal.write(f.phys, enc); err != nil {
+			return nil, err
+		}
+	}
 	st := &stored{enc: enc, topic: t.name, tags: tags, keys: keys, uniqKey: uniq, queueID: queueID,
 		queueOffset: f.queueOffset, phys: f.phys, storeTs: f.storeTs}
 	s.nextPhy += int64(len(enc))
@@ -145,7 +156,7 @@ func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, ph
 	q.msgs = append(q.msgs, st)
 	close(q.arrived)
 	q.arrived = make(chan struct{})
-	return st
+	return st, nil
 }
 
 // dropOldest removes the oldest message from the commit log and from its queue, whose first

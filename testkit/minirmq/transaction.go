@@ -37,13 +37,16 @@ func (s *Server) handleEndTransaction(req *command) *command {
 	case txRollback:
 		delete(s.halfs, phys)
 	case txCommit:
-		delete(s.halfs, phys)
 		m, err := decodeStored(st.enc)
 		if err != nil {
 			return errorf(codeSystemError, "stored half message is corrupt: %v", err)
 		}
 		m.sysFlag = m.sysFlag&^sysFlagTxMask | sysFlagTxCommit
-		s.moveToRealTopicLocked(m, time.Now(), phys, propRealTopic, propRealQueueID, propTranMsg)
+		if err := s.moveToRealTopicLocked(m, time.Now(), phys, propRealTopic, propRealQueueID, propTranMsg); err != nil {
+			// The half message stays: the check-back asks the producer again later.
+			return errorf(codeSystemError, "minirmq: storing the committed message failed: %v", err)
+		}
+		delete(s.halfs, phys)
 	}
 	// Any other state (unknown) keeps the half message: the check-back loop asks the producer later.
 	return success()
