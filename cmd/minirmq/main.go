@@ -1,10 +1,12 @@
 // Command minirmq runs the embedded RocketMQ name server and broker as a standalone dev server.
 //
-//	minirmq -listen 127.0.0.1:9876
+//	minirmq -listen 127.0.0.1:9876 -data-dir /var/lib/minirmq
 //
 // Point any RocketMQ client's name server at the listen address. SIGINT or SIGTERM stops it
 // gracefully; SIGHUP restarts it in place (connections dropped, messages and offsets kept), which
-// is how test suites simulate a broker restart from outside the process.
+// is how test suites simulate a broker restart from outside the process. With -data-dir the
+// broker keeps its state on disk: a new process on the same directory, after a stop or a kill,
+// continues from it. Without it everything is in memory and lost when the process ends.
 package main
 
 import (
@@ -38,6 +40,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	queues := fs.Int("queues", 4, "read and write queues of auto-created topics")
 	timeScale := fs.Float64("time-scale", 1, "multiplier for delay levels, retry delays and transaction checks")
 	autoCreate := fs.Bool("auto-create-topics", true, "create topics on first send (autoCreateTopicEnable)")
+	dataDir := fs.String("data-dir", "", "keep messages, offsets and topics in this directory across runs (default: memory only)")
 	verbose := fs.Bool("v", false, "log dropped connections and malformed frames")
 	var accounts []minirmq.Account
 	fs.Func("acl", "enable ACL with an account, accessKey:secretKey (repeatable)", func(v string) error {
@@ -86,12 +89,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *advertise != "" {
 		opts = append(opts, minirmq.WithAdvertisedAddr(*advertise))
 	}
+	if *dataDir != "" {
+		opts = append(opts, minirmq.WithDataDir(*dataDir))
+	}
 	srv, err := minirmq.New(opts...)
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	fmt.Fprintf(stdout, "minirmq listening on %s (broker address %s)\n", srv.Addr(), srv.BrokerAddr())
+	if *dataDir != "" {
+		fmt.Fprintf(stdout, "minirmq: data in %s\n", *dataDir)
+	}
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
@@ -99,7 +108,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return srv.Close()
 		case sig := <-signals:
 			if sig != syscall.SIGHUP {
 				fmt.Fprintf(stdout, "minirmq: %v, stopping\n", sig)

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,7 +19,15 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if args, ok := os.LookupEnv(envChildArgs); ok {
+		// Re-executed by a test as a separate minirmq process.
+		os.Args = append(os.Args[:1], strings.Fields(args)...)
+		main()
+		os.Exit(0)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // syncBuffer lets the test read what the server prints while it runs.
 type syncBuffer struct {
@@ -40,25 +49,41 @@ func (s *syncBuffer) String() string {
 
 func clusterInfo(t *testing.T, addr string) int {
 	t.Helper()
+	return request(t, addr, 106, nil, nil).Code
+}
+
+// response is a remoting reply as the tests read it.
+type response struct {
+	Code      int               `json:"code"`
+	Remark    string            `json:"remark"`
+	ExtFields map[string]string `json:"extFields"`
+	Body      []byte            `json:"-"`
+}
+
+// request sends one remoting request (JSON header) on a fresh connection.
+func request(t *testing.T, addr string, code int, ext map[string]string, body []byte) response {
+	t.Helper()
 	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	require.NoError(t, err)
 	defer nc.Close()
-	h, _ := json.Marshal(map[string]any{"code": 106, "language": "GO", "version": 317, "opaque": 1, "flag": 0})
-	frame := binary.BigEndian.AppendUint32(nil, uint32(4+len(h)))
+	h, _ := json.Marshal(map[string]any{"code": code, "language": "GO", "version": 317, "opaque": 1, "flag": 0, "extFields": ext})
+	frame := binary.BigEndian.AppendUint32(nil, uint32(4+len(h)+len(body)))
 	frame = binary.BigEndian.AppendUint32(frame, uint32(len(h)))
-	_, err = nc.Write(append(frame, h...))
+	_, err = nc.Write(append(append(frame, h...), body...))
 	require.NoError(t, err)
 	require.NoError(t, nc.SetReadDeadline(time.Now().Add(5*time.Second)))
 	r := bufio.NewReader(nc)
 	var lb [4]byte
 	_, err = io.ReadFull(r, lb[:])
 	require.NoError(t, err)
-	body := make([]byte, binary.BigEndian.Uint32(lb[:]))
-	_, err = io.ReadFull(r, body)
+	frameBody := make([]byte, binary.BigEndian.Uint32(lb[:]))
+	_, err = io.ReadFull(r, frameBody)
 	require.NoError(t, err)
-	var resp struct{ Code int }
-	require.NoError(t, json.Unmarshal(body[4:4+binary.BigEndian.Uint32(body[:4])&0xFFFFFF], &resp))
-	return resp.Code
+	hl := binary.BigEndian.Uint32(frameBody[:4]) & 0xFFFFFF
+	var resp response
+	require.NoError(t, json.Unmarshal(frameBody[4:4+hl], &resp))
+	resp.Body = frameBody[4+hl:]
+	return resp
 }
 
 func TestServesRestartsOnHUPAndStopsOnTERM(t *testing.T) {
@@ -92,7 +117,7 @@ func TestServesRestartsOnHUPAndStopsOnTERM(t *testing.T) {
 }
 
 func TestBadFlagsAreRejected(t *testing.T) {
-	for _, args := range [][]string{{"-queues", "0"}, {"-time-scale", "-1"}, {"-advertise", "nope"}, {"-listen", "256.1.1.1:1"}, {"-acl", "no-secret"}} {
+	for _, args := range [][]string{{"-queues", "0"}, {"-time-scale", "-1"}, {"-advertise", "nope"}, {"-listen", "256.1.1.1:1"}, {"-acl", "no-secret"}, {"-data-dir", "/dev/null/store"}} {
 		err := run(context.Background(), args, io.Discard, io.Discard)
 		assert.Error(t, err, "args %v", args)
 	}
