@@ -76,11 +76,22 @@ func targetFactories() []targetFactory {
 	}
 }
 
-// eachTarget runs fn once per backend in a subtest. The RocketMQ client races with itself, so
-// rocketmq runs only without the race detector (make test's second pass); every other backend
-// runs in the race pass and skips in the second one (ROCKETBUS_SECOND_PASS), so that each
-// case runs once per make test.
+// eachTarget runs fn once per backend in a subtest, with the backend's target (see eachBackend
+// for which backends run in which pass).
 func eachTarget(t *testing.T, caseName string, fn func(t *testing.T, tg *target)) {
+	factories := map[string]func(*testing.T) *target{}
+	for _, f := range targetFactories() {
+		factories[f.name] = f.new
+	}
+	eachBackend(t, caseName, func(t *testing.T, name string) { fn(t, factories[name](t)) })
+}
+
+// eachBackend runs fn once per backend name in a subtest, for cases that set up their own
+// broker (a child process, a container) instead of the suite's target. The RocketMQ client races
+// with itself, so rocketmq runs only without the race detector (make test's second pass); every
+// other backend runs in the race pass and skips in the second one (ROCKETBUS_SECOND_PASS), so
+// that each case runs once per make test.
+func eachBackend(t *testing.T, caseName string, fn func(t *testing.T, name string)) {
 	selected := map[string]bool{}
 	for _, n := range strings.Split(os.Getenv(EnvBackends), ",") {
 		if n = strings.TrimSpace(n); n != "" {
@@ -98,7 +109,7 @@ func eachTarget(t *testing.T, caseName string, fn func(t *testing.T, tg *target)
 			if f.name != "rocketmq" && os.Getenv("ROCKETBUS_SECOND_PASS") != "" {
 				t.Skip("ran in make test's race pass")
 			}
-			fn(t, f.new(t))
+			fn(t, f.name)
 		})
 	}
 }
@@ -135,6 +146,20 @@ func rocketMQTarget(t *testing.T) *target {
 			}
 		}
 	}
+	clientTarget(t, tg, ns)
+	return tg
+}
+
+// rocketMQClientTarget is the rocketmq package on the name servers ns, a broker that the case
+// itself controls (a child process, a container): no fault of the suite's own is attached.
+func rocketMQClientTarget(t *testing.T, ns []string) *target {
+	tg := &target{name: "rocketmq"}
+	clientTarget(t, tg, ns)
+	return tg
+}
+
+// clientTarget fills in the RocketMQ client side of tg: topics, publishers, subscribers.
+func clientTarget(t *testing.T, tg *target, ns []string) {
 	tg.childAddr = strings.Join(ns, ";")
 	admin := newRocketMQSubscriber(t, ns, "faults_admin", false)
 	t.Cleanup(func() { _ = admin.Close() })
@@ -149,7 +174,6 @@ func rocketMQTarget(t *testing.T) *target {
 	tg.subscriber = func(t *testing.T, group string, brokerRetry bool) (message.Subscriber, error) {
 		return newRocketMQSubscriber(t, ns, group, brokerRetry), nil
 	}
-	return tg
 }
 
 func newRocketMQPublisher(t *testing.T, ns []string) message.Publisher {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -53,8 +54,8 @@ func TestBrokerPaused(t *testing.T) {
 
 // brokerFault publishes streamN messages while a router consumes them; when a quarter has
 // been handled and half published, it injects the fault inline (so publishing resumes right
-// after it), then waits for every published message.
-func brokerFault(t *testing.T, caseName string, tg *target, fault func(t *testing.T)) {
+// after it), then waits for every published message. notes add to the report's note.
+func brokerFault(t *testing.T, caseName string, tg *target, fault func(t *testing.T), notes ...func() string) {
 	topic, group := tg.topic(t), newGroup()
 	path := filepath.Join(t.TempDir(), "handled")
 	startConsumer(t, tg, topic, group, path, consumerOptions{})
@@ -70,7 +71,14 @@ func brokerFault(t *testing.T, caseName string, tg *target, fault func(t *testin
 	// After a restart or a cut the RocketMQ client notices a dead long-polling pull only at its
 	// 30 s request timeout, so a consumer may stall that long before it resumes.
 	waitHandled(t, path, res.okIDs, nil, 90*time.Second)
-	finish(t, caseName, tg.name, res, path, nil, check.stop(t))
+	var parts []string
+	for _, n := range notes {
+		parts = append(parts, n())
+	}
+	if acks := check.stop(t); acks != "" {
+		parts = append(parts, acks)
+	}
+	finish(t, caseName, tg.name, res, path, nil, strings.Join(parts, "; "))
 }
 
 func newGroup() string { return "faults_" + newIDs(1)[0][:12] }

@@ -6,15 +6,17 @@
 // (lost == 0), and nothing was acknowledged to the broker before its handler returned nil.
 // Duplicates are counted and reported, never asserted away: at-least-once allows them.
 //
-// The faults: a broker restart mid-stream, every connection dropped, the broker paused
-// (unreachable) for a while, the consumer process killed with SIGKILL mid-handler, Close of
-// the router and of the subscriber under load, handler panics and errors (Recoverer, Retry,
-// PoisonQueue, RocketMQ's own retry to the dead-letter queue), and publishing while the broker
-// is down. RocketMQ runs on minirmq, whose Server can restart, drop connections and pause;
-// NATS runs on an embedded nats-server restarted on the same port and store; the services
-// make test starts (Redis, PostgreSQL, RabbitMQ) are shared with other tests and never
-// restarted, so their connections are cut or refused through a TCP proxy the test owns. Every
-// case that cannot apply to a backend says why in its skip reason.
+// The faults: a broker restart mid-stream, a broker process killed with SIGKILL and started
+// again from its data directory, a broker container restarted (`docker restart`), every
+// connection dropped, the broker paused (unreachable) for a while, the consumer process killed
+// with SIGKILL mid-handler, Close of the router and of the subscriber under load, handler
+// panics and errors (Recoverer, Retry, PoisonQueue, RocketMQ's own retry to the dead-letter
+// queue), and publishing while the broker is down. RocketMQ runs on minirmq, whose Server can
+// restart, drop connections and pause, and as cmd/minirmq in a child process or in a container;
+// NATS runs on an embedded nats-server restarted on the same port and store, or in a child
+// process; the services make test starts (Redis, PostgreSQL, RabbitMQ) are shared with other
+// tests and never restarted, so their connections are cut or refused through a TCP proxy the
+// test owns. Every case that cannot apply to a backend says why in its skip reason.
 //
 // The package holds only tests. FAULTS_REPORT=path writes the table of the run (case x
 // backend -> published / handled / lost / duplicated) to path; README.md shows the latest.

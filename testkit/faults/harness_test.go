@@ -33,6 +33,12 @@ func TestMain(m *testing.M) {
 		// The client logs every rebalance and reconnect at info level.
 		rlog.SetLogLevel("fatal")
 	}
+	// TestBrokerContainerRestart runs a container; the testcontainers reaper (Ryuk) image cannot
+	// be pulled where no registry is reachable, and the test terminates its container itself. An
+	// explicit setting wins.
+	if _, ok := os.LookupEnv("TESTCONTAINERS_RYUK_DISABLED"); !ok {
+		_ = os.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
+	}
 	goleak.VerifyTestMain(reportingM{m}, ignoredGoroutines()...)
 }
 
