@@ -133,6 +133,59 @@ type Router struct {
 	// waits for it before Watermill's Close, which would otherwise wait for a handler that can
 	// no longer start, holding the lock RunHandlers needs, until CloseTimeout.
 	lateAdds sync.WaitGroup
+
+	// inflight counts messages handed to Watermill whose handler has not returned. Watermill's
+	// Close can return while a handler it started at the last moment still runs (its
+	// running-handlers wait may finish before the handler loop hands over its last message), so
+	// Shutdown also waits for this count.
+	inflight *inflight
+}
+
+// inflightKey marks, in a message's context, a message counted in Router.inflight.
+type inflightKey struct{}
+
+// inflight counts work in progress and tells when there is none.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed while n == 0
+}
+
+func newInflight() *inflight {
+	idle := make(chan struct{})
+	close(idle)
+	return &inflight{idle: idle}
+}
+
+func (f *inflight) add() {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.idle = make(chan struct{})
+	}
+	f.n++
+	f.mu.Unlock()
+}
+
+func (f *inflight) done() {
+	f.mu.Lock()
+	f.n--
+	if f.n == 0 {
+		close(f.idle)
+	}
+	f.mu.Unlock()
+}
+
+// wait returns once nothing is in progress, or ctx's error when ctx ends first.
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	idle := f.idle
+	f.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Subscription describes the handler that processes a message. Middleware reads it from the
@@ -170,6 +223,7 @@ func New(cfg Config) (*Router, error) {
 		handlers:   map[string]Subscription{},
 		runDone:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
+		inflight:   newInflight(),
 	}
 	r.abort, r.abortCancel = context.WithCancel(context.Background())
 	// Added first, so it is the outermost middleware of every handler.
@@ -270,10 +324,14 @@ func (r *Router) subscribeErrors() error {
 // Watermill's Run, when a subscription fails, returns with handlers it counted but never
 // started, and its watcher goroutine then waits for them forever; with the guard every handler
 // starts (and the failed one ends at once), so the router closes cleanly.
+//
+// It also counts each message it hands to Watermill in inflight before handing it over, so
+// Shutdown knows of every message whose handler may still run.
 type subscribeGuard struct {
 	message.Subscriber
-	mu  sync.Mutex
-	err error
+	inflight *inflight
+	mu       sync.Mutex
+	err      error
 }
 
 func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -286,7 +344,18 @@ func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *m
 		close(closed)
 		return closed, nil
 	}
-	return ch, nil
+	// Unbuffered: Watermill's handler loop takes each message at once, so the hand-over adds
+	// no queue and the subscriber keeps its own flow control.
+	out := make(chan *message.Message)
+	go func() {
+		defer close(out)
+		for msg := range ch {
+			g.inflight.add()
+			msg.SetContext(context.WithValue(msg.Context(), inflightKey{}, true))
+			out <- msg
+		}
+	}()
+	return out, nil
 }
 
 // Close keeps Watermill's router from closing the subscriber: Watermill closes it once per
@@ -375,12 +444,28 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 	// of its Close calls (ours, or its own when every subscription ended) did the waiting.
 	select {
 	case <-r.runDone:
-		return <-closed
+		err := <-closed
+		if werr := r.inflight.wait(ctx); werr != nil {
+			return errors.Join(r.cancelInflight(werr), err)
+		}
+		return err
 	case <-ctx.Done():
 		r.abortCancel()
 		<-r.runDone
-		return errors.Join(fmt.Errorf("router: in-flight handlers cancelled: %w", ctx.Err()), <-closed)
+		return errors.Join(r.cancelInflight(ctx.Err()), <-closed)
 	}
+}
+
+// cancelInflight cancels the handlers still running when Shutdown's context ended and waits,
+// up to Config.CloseTimeout, for them to return.
+func (r *Router) cancelInflight(cause error) error {
+	r.abortCancel()
+	bound, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+	defer cancel()
+	if err := r.inflight.wait(bound); err != nil {
+		return fmt.Errorf("router: in-flight handlers cancelled (%w), some still running after %v", cause, r.cfg.CloseTimeout)
+	}
+	return fmt.Errorf("router: in-flight handlers cancelled: %w", cause)
 }
 
 func (r *Router) waitStopped(ctx context.Context) error {
@@ -414,9 +499,13 @@ func (r *Router) scopeMiddleware(h message.HandlerFunc) message.HandlerFunc {
 
 		ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 		stop := context.AfterFunc(r.abort, cancel)
+		counted := parent.Value(inflightKey{}) != nil
 		defer func() {
 			stop()
 			cancel()
+			if counted { // by subscribeGuard; handlers added to Watermill() directly are not
+				r.inflight.done()
+			}
 		}()
 		if ok {
 			ctx = context.WithValue(ctx, subscriptionKey{}, sub)

@@ -585,3 +585,56 @@ func TestWatermillTimeoutAppliesToHandlers(t *testing.T) {
 	require.NoError(t, pub.Publish(context.Background(), "slow", order{ID: "t"}))
 	assert.ErrorIs(t, wait(t, got, "the timeout"), context.DeadlineExceeded)
 }
+
+// lastWordSubscriber delivers one message when its subscription is cancelled, then ends it:
+// the moment Watermill's Close stops waiting for running handlers (there were none) while its
+// handler loop still takes that last message and starts a handler.
+type lastWordSubscriber struct {
+	msg *message.Message
+}
+
+func (s *lastWordSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch := make(chan *message.Message)
+	go func() {
+		defer close(ch)
+		<-ctx.Done()
+		ch <- s.msg
+	}()
+	return ch, nil
+}
+
+func (s *lastWordSubscriber) Close() error { return nil }
+
+func TestShutdownWaitsForAHandlerStartedWhileClosing(t *testing.T) {
+	payload, err := router.JSON().Marshal(order{ID: "last"})
+	require.NoError(t, err)
+	sub := &lastWordSubscriber{msg: message.NewMessage(watermill.NewUUID(), payload)}
+	r, err := router.New(router.Config{Subscriber: sub, DropUndecodable: true})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var finished atomic.Bool
+	require.NoError(t, router.Subscribe(r, "closing", func(ctx context.Context, o *order) error {
+		close(entered)
+		<-release
+		finished.Store(true)
+		return nil
+	}))
+	stop := start(t, r)
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	wait(t, entered, "the handler of the message delivered while closing")
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) while a handler was running", err)
+	case <-time.After(100 * time.Millisecond): // Watermill's own Close has long returned by now
+	}
+	close(release)
+	assert.NoError(t, wait(t, stopped, "Shutdown"))
+	assert.True(t, finished.Load(), "the handler finished before Shutdown returned")
+	select {
+	case <-sub.msg.Acked():
+	default:
+		t.Error("the message is acked once its handler returned nil")
+	}
+}
