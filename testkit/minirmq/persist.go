@@ -264,6 +264,38 @@ type checkpointHalf struct {
 	NextCheckMs int64  `json:"nextCheckMs"`
 }
 
+// maxCheckpointQueues bounds the queues of a topic read from a checkpoint, so a damaged file
+// cannot make recovery allocate without limit.
+const maxCheckpointQueues = 1 << 16
+
+// validate rejects values minirmq never writes, naming the first one found.
+func (cp *checkpoint) validate() error {
+	if cp.NextPhys < 0 || cp.MinPhys < 0 || cp.MinPhys > cp.NextPhys {
+		return fmt.Errorf("commit-log offsets out of order: minPhys %d, nextPhys %d", cp.MinPhys, cp.NextPhys)
+	}
+	for _, t := range cp.Topics {
+		if err := validateTopic(t.Name); err != nil {
+			return err
+		}
+		for _, n := range []int{t.ReadQueueNums, t.WriteQueueNums, len(t.MaxOffsets)} {
+			if n < 0 || n > maxCheckpointQueues {
+				return fmt.Errorf("topic %s: %d queues, want 0 to %d", t.Name, n, maxCheckpointQueues)
+			}
+		}
+		for i, off := range t.MaxOffsets {
+			if off < 0 {
+				return fmt.Errorf("topic %s: queue %d has offset %d", t.Name, i, off)
+			}
+		}
+	}
+	for _, o := range cp.ConsumerOffsets {
+		if o.Queue < 0 || o.Queue >= maxCheckpointQueues {
+			return fmt.Errorf("consumer offset of %s on %s: queue %d", o.Group, o.Topic, o.Queue)
+		}
+	}
+	return nil
+}
+
 // checkpointLocked captures the state to persist. Requires s.mu.
 func (s *Server) checkpointLocked() *checkpoint {
 	st := s.store
@@ -352,6 +384,9 @@ func (s *Server) openDataDir(dir string) (*persistence, error) {
 		if cp.Version != checkpointVersion {
 			return fail(fmt.Errorf("%s: version %d, this minirmq reads version %d", checkpointFile, cp.Version, checkpointVersion))
 		}
+		if err := cp.validate(); err != nil {
+			return fail(fmt.Errorf("%s: %w", checkpointFile, err))
+		}
 		p.lastSave = raw
 	}
 	segSize := s.cfg.segmentSize
@@ -430,6 +465,12 @@ func (s *Server) replayMessage(cp *checkpoint, enc []byte, phys int64) error {
 	m, err := decodeStored(enc)
 	if err != nil {
 		return err
+	}
+	if m.queueID < 0 || m.queueID >= maxCheckpointQueues || m.queueOffset < 0 {
+		return fmt.Errorf("the message at commit-log offset %d names queue %d, offset %d", phys, m.queueID, m.queueOffset)
+	}
+	if err := validateTopic(m.topic); err != nil {
+		return fmt.Errorf("the message at commit-log offset %d: %w", phys, err)
 	}
 	afterCheckpoint := phys >= cp.NextPhys
 	t := st.topics[m.topic]
