@@ -43,10 +43,17 @@ const natsCloseBug = "watermill-nats v2.1.3 bug: when the router cancels a JetSt
 	"subscriber.go:331), or its message callbacks stay blocked and the connection outlives Close, holding the " +
 	"messages JetStream redelivers to the group (observed: 53 of 600 never handled). FAULTS_NATS_CLOSE=1 runs it"
 
+// gochannelCloseSkip is why the Close cases skip on gochannel: it cannot pass them by design.
+const gochannelCloseSkip = "gochannel has no consumer groups and keeps nothing: what a closed subscriber had not " +
+	"handled is gone, no new subscriber gets it (one loaded run: 141 of 600), so there is nothing to come back"
+
 func closeUnderLoad(t *testing.T, caseName string, closeSubscriber bool) {
 	eachTarget(t, caseName, func(t *testing.T, tg *target) {
 		if tg.name == "nats" && os.Getenv("FAULTS_NATS_CLOSE") != "1" {
 			skipCase(t, caseName, tg.name, natsCloseBug)
+		}
+		if tg.name == "gochannel" {
+			skipCase(t, caseName, tg.name, gochannelCloseSkip)
 		}
 		topic, group := tg.topic(t), newGroup()
 		dir := t.TempDir()
