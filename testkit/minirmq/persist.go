@@ -1,6 +1,7 @@
 package minirmq
 
 import (
+	"container/heap"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -378,6 +379,7 @@ func (s *Server) openDataDir(dir string) (*persistence, error) {
 	case err != nil:
 		return fail(err)
 	default:
+		cp.Version = 0 // a file must say which version it is
 		if err := json.Unmarshal(raw, cp); err != nil {
 			return fail(fmt.Errorf("%s: %w", checkpointFile, err))
 		}
@@ -440,6 +442,21 @@ func (s *Server) recover(cp *checkpoint, log *commitLog) error {
 			return fmt.Errorf("the commit log ends at %d, before the checkpoint's %d: segment files are missing", log.end(), cp.NextPhys)
 		}
 		st.nextPhy = log.end()
+	}
+	// Delays and half messages must point at messages parked for them: anything else in a
+	// checkpoint would move an unrelated message.
+	kept := s.sched.items[:0]
+	for _, it := range s.sched.items {
+		if m := st.byPhys(it.phys); m != nil && (m.topic == scheduleTopic || m.topic == timerTopic) {
+			kept = append(kept, it)
+		}
+	}
+	s.sched.items = kept
+	heap.Init(&s.sched.items)
+	for phys := range s.halfs {
+		if m := st.byPhys(phys); m == nil || m.topic != halfTopic {
+			delete(s.halfs, phys)
+		}
 	}
 	for _, ct := range cp.Topics {
 		t := st.topics[ct.Name]

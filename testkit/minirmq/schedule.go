@@ -110,6 +110,11 @@ func (s *Server) deliverDelayedLocked(phys int64, now time.Time) error {
 func (s *Server) moveToRealTopicLocked(m *msgFields, now time.Time, preparedTxOffset int64, drop ...string) error {
 	props := parseProperties(m.properties)
 	realTopic := props[propRealTopic]
+	if err := validateTopic(realTopic); err != nil {
+		// Only a damaged store holds such a message: it has nowhere to go.
+		s.cfg.logger.Error("minirmq: a parked message names no valid topic; dropped", "commitLogOffset", m.phys, "err", err)
+		return nil
+	}
 	qid, _ := strconv.Atoi(props[propRealQueueID])
 	for _, k := range drop {
 		delete(props, k)
