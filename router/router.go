@@ -134,15 +134,12 @@ type Router struct {
 	// no longer start, holding the lock RunHandlers needs, until CloseTimeout.
 	lateAdds sync.WaitGroup
 
-	// inflight counts messages handed to Watermill whose handler has not returned. Watermill's
+	// inflight counts messages handed to Watermill that are not acked or nacked yet. Watermill's
 	// Close can return while a handler it started at the last moment still runs (its
 	// running-handlers wait may finish before the handler loop hands over its last message), so
 	// Shutdown also waits for this count.
 	inflight *inflight
 }
-
-// inflightKey marks, in a message's context, a message counted in Router.inflight.
-type inflightKey struct{}
 
 // inflight counts work in progress and tells when there is none.
 type inflight struct {
@@ -325,8 +322,8 @@ func (r *Router) subscribeErrors() error {
 // started, and its watcher goroutine then waits for them forever; with the guard every handler
 // starts (and the failed one ends at once), so the router closes cleanly.
 //
-// It also counts each message it hands to Watermill in inflight before handing it over, so
-// Shutdown knows of every message whose handler may still run.
+// It also counts each message it hands to Watermill in inflight, from before it is handed
+// over until it is acked or nacked, so Shutdown knows of every message still being handled.
 type subscribeGuard struct {
 	message.Subscriber
 	inflight *inflight
@@ -351,7 +348,15 @@ func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *m
 		defer close(out)
 		for msg := range ch {
 			g.inflight.add()
-			msg.SetContext(context.WithValue(msg.Context(), inflightKey{}, true))
+			// Watermill acks or nacks every message it takes, after its handler (and the
+			// publishing of what the handler produced) ends.
+			go func() {
+				select {
+				case <-msg.Acked():
+				case <-msg.Nacked():
+				}
+				g.inflight.done()
+			}()
 			out <- msg
 		}
 	}()
@@ -381,12 +386,12 @@ func (r *Router) Close() error {
 	return r.Shutdown(ctx)
 }
 
-// Shutdown stops the subscriptions, then waits for in-flight handlers while ctx lasts. When
-// ctx ends first, the handlers' contexts are cancelled (so a handler that honours its context
-// returns at once and its message is nacked, not acked) and Shutdown returns an error wrapping
-// ctx.Err() once they returned; a handler that ignores its context can hold Shutdown up to
-// Config.CloseTimeout. Shutdown is idempotent: later calls wait for the first and return its
-// result.
+// Shutdown stops the subscriptions, then waits until every message handed to a handler is
+// acked or nacked, while ctx lasts and at most Config.CloseTimeout. When either ends first, the
+// handlers' contexts are cancelled (so a handler that honours its context returns at once and
+// its message is nacked, not acked) and Shutdown returns an error wrapping the cause once they
+// returned; a handler that ignores its context can hold Shutdown another Config.CloseTimeout.
+// Shutdown is idempotent: later calls wait for the first and return its result.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -444,11 +449,14 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 	// of its Close calls (ours, or its own when every subscription ended) did the waiting.
 	select {
 	case <-r.runDone:
-		err := <-closed
-		if werr := r.inflight.wait(ctx); werr != nil {
-			return errors.Join(r.cancelInflight(werr), err)
+		if err := <-closed; err != nil {
+			// Watermill's CloseTimeout passed with handlers still running.
+			return r.cancelInflight(err)
 		}
-		return err
+		if err := r.inflight.wait(ctx); err != nil {
+			return r.cancelInflight(err)
+		}
+		return nil
 	case <-ctx.Done():
 		r.abortCancel()
 		<-r.runDone
@@ -499,13 +507,9 @@ func (r *Router) scopeMiddleware(h message.HandlerFunc) message.HandlerFunc {
 
 		ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 		stop := context.AfterFunc(r.abort, cancel)
-		counted := parent.Value(inflightKey{}) != nil
 		defer func() {
 			stop()
 			cancel()
-			if counted { // by subscribeGuard; handlers added to Watermill() directly are not
-				r.inflight.done()
-			}
 		}()
 		if ok {
 			ctx = context.WithValue(ctx, subscriptionKey{}, sub)

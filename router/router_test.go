@@ -598,6 +598,9 @@ func (s *lastWordSubscriber) Subscribe(ctx context.Context, topic string) (<-cha
 	go func() {
 		defer close(ch)
 		<-ctx.Done()
+		// Long enough for Watermill's Close to have found no running handler: the message
+		// then arrives when only the router's own count can still see it.
+		time.Sleep(100 * time.Millisecond)
 		ch <- s.msg
 	}()
 	return ch, nil
@@ -637,4 +640,33 @@ func TestShutdownWaitsForAHandlerStartedWhileClosing(t *testing.T) {
 	default:
 		t.Error("the message is acked once its handler returned nil")
 	}
+}
+
+func TestShutdownWithoutDeadlineIsBoundedByCloseTimeout(t *testing.T) {
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: 100 * time.Millisecond})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	defer close(release)
+	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
+		close(entered)
+		<-release // ignores its context
+		return nil
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	wait(t, r.Running(), "the router to run")
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
+	wait(t, entered, "the handler")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Shutdown(context.Background()) }()
+	err = wait(t, stopped, "Shutdown with a context that never ends")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "still running", "the handler that ignores cancellation is reported")
+	release <- struct{}{}
+	wait(t, runErr, "Run")
 }
