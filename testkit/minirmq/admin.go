@@ -28,6 +28,9 @@ func (s *Server) handleCreateTopic(req *command) *command {
 	s.mu.Lock()
 	s.store.createTopic(topic, read, write, perm)
 	s.mu.Unlock()
+	if err := s.saveAdminChange(); err != nil {
+		return errorf(codeSystemError, "minirmq: topic %s created but not saved: %v", topic, err)
+	}
 	return success()
 }
 
@@ -35,6 +38,9 @@ func (s *Server) handleDeleteTopic(req *command) *command {
 	s.mu.Lock()
 	s.deleteTopicLocked(req.ext("topic"))
 	s.mu.Unlock()
+	if err := s.saveAdminChange(); err != nil {
+		return errorf(codeSystemError, "minirmq: topic %s deleted but not saved: %v", req.ext("topic"), err)
+	}
 	return success()
 }
 
@@ -55,9 +61,13 @@ func (s *Server) deleteTopicLocked(topic string) {
 func (s *Server) handleUpdateBrokerConfig(req *command) *command {
 	kv := parsePropertiesText(string(req.Body))
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.applyBrokerConfigLocked(kv); err != nil {
+	err := s.applyBrokerConfigLocked(kv)
+	s.mu.Unlock()
+	if err != nil {
 		return errorf(codeSystemError, "%v", err)
+	}
+	if err := s.saveAdminChange(); err != nil {
+		return errorf(codeSystemError, "minirmq: broker config applied but not saved: %v", err)
 	}
 	return success()
 }

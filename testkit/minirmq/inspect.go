@@ -15,6 +15,9 @@ func (s *Server) CreateTopic(topic string, queues int) error {
 	s.mu.Lock()
 	s.store.createTopic(topic, queues, queues, permRW)
 	s.mu.Unlock()
+	if err := s.saveAdminChange(); err != nil {
+		return fmt.Errorf("minirmq: topic %s created but not saved: %w", topic, err)
+	}
 	return nil
 }
 

@@ -40,16 +40,17 @@ type Server struct {
 	brokerConf  map[string]string
 	brokerWrite bool
 
-	lnMu     sync.Mutex
-	ln       net.Listener
-	addr     string // the bound host:port, stable across Restart
-	conns    map[*conn]struct{}
-	paused   bool
-	closed   bool
-	stop     chan struct{} // closed by Close: ends background loops
-	connWG   sync.WaitGroup
-	loopWG   sync.WaitGroup
-	opaqueID atomic.Int32
+	lnMu      sync.Mutex
+	ln        net.Listener
+	addr      string // the bound host:port, stable across Restart
+	conns     map[*conn]struct{}
+	paused    bool
+	closed    bool
+	stop      chan struct{} // closed by Close: ends background loops
+	closeDone chan struct{} // closed when the first Close has finished
+	connWG    sync.WaitGroup
+	loopWG    sync.WaitGroup
+	opaqueID  atomic.Int32
 
 	started  time.Time
 	gotCount atomic.Int64 // messages returned by pulls, for runtime stats
@@ -117,7 +118,8 @@ func WithRetention(maxBytes int64, maxAge time.Duration) Option {
 // continues from it. Each message reaches the directory before its send is answered, so a
 // killed process loses no acknowledged message; consumer offsets are saved every second and on
 // Close, so a killed process redelivers what was consumed after the last save. One server at a
-// time may use a directory. Default: memory only.
+// time may use a directory. Broker config saved there takes precedence over WithAdvertisedAddr
+// on the next start, as a real broker's rewritten broker.conf does. Default: memory only.
 func WithDataDir(dir string) Option { return func(c *config) { c.dataDir = dir } }
 
 // WithLogger sets where the server reports dropped connections and malformed frames.
@@ -183,6 +185,7 @@ func New(opts ...Option) (*Server, error) {
 		brokerWrite: true,
 		conns:       map[*conn]struct{}{},
 		stop:        make(chan struct{}),
+		closeDone:   make(chan struct{}),
 		started:     time.Now(),
 	}
 	s.sched = newScheduler()
@@ -314,12 +317,14 @@ func (s *Server) Close() error {
 	s.lnMu.Lock()
 	if s.closed {
 		s.lnMu.Unlock()
+		<-s.closeDone // a Close in progress elsewhere: return once it is done
 		return nil
 	}
 	s.closed = true
 	close(s.stop)
 	s.stopServingLocked()
 	s.lnMu.Unlock()
+	defer close(s.closeDone)
 	s.connWG.Wait()
 	s.loopWG.Wait()
 	return s.closePersistence()

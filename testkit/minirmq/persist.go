@@ -1,6 +1,7 @@
 package minirmq
 
 import (
+	"bytes"
 	"container/heap"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -49,6 +51,12 @@ type commitLog struct {
 	segSize  int64
 	segments []segment // sorted by start; the last one is written to
 	cur      *os.File
+	// tornAt is where replay found the last segment's final message cut short (-1: it did
+	// not); cutTornEnd removes those bytes once recovery has succeeded.
+	tornAt int64
+	// broken is set when a failed write could not be undone: the segment's framing is lost,
+	// so nothing more may be appended.
+	broken error
 }
 
 type segment struct {
@@ -70,7 +78,7 @@ func openCommitLog(dir string, segSize int64) (*commitLog, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &commitLog{dir: dir, segSize: segSize}
+	l := &commitLog{dir: dir, segSize: segSize, tornAt: -1}
 	for _, e := range entries {
 		start, err := strconv.ParseInt(e.Name(), 10, 64)
 		if err != nil || len(e.Name()) != 20 || !e.Type().IsRegular() {
@@ -86,9 +94,10 @@ func openCommitLog(dir string, segSize int64) (*commitLog, error) {
 	return l, nil
 }
 
-// replay calls fn for every complete message, in commit-log order. A torn message at the end
-// of the last segment (a write cut short) is cut off; damage anywhere else is an error, since
-// skipping it would silently drop messages.
+// replay calls fn for every complete message, in commit-log order, with a copy of its bytes
+// (so a retained message does not keep its whole segment in memory). A message at the end of
+// the last segment that runs past the end of the file (a write cut short) is left out, and
+// cutTornEnd removes it; any other damage is an error, since skipping it would drop messages.
 func (l *commitLog) replay(fn func(enc []byte, phys int64) error) error {
 	for i, seg := range l.segments {
 		last := i == len(l.segments)-1
@@ -104,21 +113,38 @@ func (l *commitLog) replay(fn func(enc []byte, phys int64) error) error {
 		for pos < len(data) {
 			n, err := checkRecord(data[pos:], seg.start+int64(pos))
 			if err != nil {
-				if !last {
-					return fmt.Errorf("commit log segment %s at offset %d: %w", l.path(seg.start), pos, err)
+				if last && incomplete(data[pos:]) {
+					l.tornAt = int64(pos)
+					break
 				}
-				if err := os.Truncate(l.path(seg.start), int64(pos)); err != nil {
-					return fmt.Errorf("cutting the torn end of %s: %w", l.path(seg.start), err)
-				}
-				break
+				return fmt.Errorf("commit log segment %s at offset %d: %w", l.path(seg.start), pos, err)
 			}
-			if err := fn(data[pos:pos+n], seg.start+int64(pos)); err != nil {
+			if err := fn(bytes.Clone(data[pos:pos+n]), seg.start+int64(pos)); err != nil {
 				return err
 			}
 			pos += n
 		}
 		l.segments[i].size = int64(pos)
 	}
+	return nil
+}
+
+// incomplete reports whether b, the bytes left in a segment, is shorter than the message it
+// starts: what a write cut short leaves.
+func incomplete(b []byte) bool {
+	return len(b) < 4 || int64(binary.BigEndian.Uint32(b)) > int64(len(b))
+}
+
+// cutTornEnd truncates the last segment where replay found a torn message.
+func (l *commitLog) cutTornEnd() error {
+	if l.tornAt < 0 || len(l.segments) == 0 {
+		return nil
+	}
+	path := l.path(l.segments[len(l.segments)-1].start)
+	if err := os.Truncate(path, l.tornAt); err != nil {
+		return fmt.Errorf("cutting the torn end of %s: %w", path, err)
+	}
+	l.tornAt = -1
 	return nil
 }
 
@@ -156,6 +182,9 @@ func (l *commitLog) end() int64 {
 // write appends one encoded message stored at commit-log offset phys, starting a new segment
 // when the current one is full (messages are never split across segments).
 func (l *commitLog) write(phys int64, enc []byte) error {
+	if l.broken != nil {
+		return l.broken
+	}
 	n := len(l.segments)
 	if n > 0 && l.segments[n-1].end() != phys {
 		return fmt.Errorf("commit log: writing offset %d, but the log ends at %d", phys, l.segments[n-1].end())
@@ -172,7 +201,10 @@ func (l *commitLog) write(phys int64, enc []byte) error {
 	}
 	if _, err := l.cur.Write(enc); err != nil {
 		// A partial write would break the segment's framing: cut back to the last message.
-		_ = l.cur.Truncate(l.segments[len(l.segments)-1].size)
+		if terr := l.cur.Truncate(l.segments[len(l.segments)-1].size); terr != nil {
+			l.broken = fmt.Errorf("commit log: a failed write could not be undone (%v), no more messages are accepted: %w", terr, err)
+			return l.broken
+		}
 		return fmt.Errorf("commit log: %w", err)
 	}
 	l.segments[len(l.segments)-1].size += int64(len(enc))
@@ -348,10 +380,12 @@ func (s *Server) checkpointLocked() *checkpoint {
 
 // persistence is the data directory of a server started WithDataDir.
 type persistence struct {
-	dir      string
-	log      *commitLog
-	unlock   func() error
-	lastSave []byte // checkpoint.json as last written, to skip rewriting it unchanged
+	dir    string
+	log    *commitLog
+	unlock func() error
+
+	saveMu   sync.Mutex // one checkpoint at a time: the loop's, an admin request's, Close's
+	lastSave []byte     // checkpoint.json as last written, to skip rewriting it unchanged
 }
 
 // openDataDir locks dir, loads its checkpoint and replays its commit log into s. It runs in New,
@@ -374,6 +408,7 @@ func (s *Server) openDataDir(dir string) (*persistence, error) {
 	}
 	cp := &checkpoint{Version: checkpointVersion}
 	raw, err := os.ReadFile(filepath.Join(dir, checkpointFile))
+	loaded := err == nil
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -398,7 +433,20 @@ func (s *Server) openDataDir(dir string) (*persistence, error) {
 	if p.log, err = openCommitLog(filepath.Join(dir, commitLogDir), segSize); err != nil {
 		return fail(err)
 	}
+	if loaded {
+		first := int64(-1) // no segment at all
+		if len(p.log.segments) > 0 {
+			first = p.log.segments[0].start
+		}
+		if first < 0 && cp.NextPhys > 0 || first > cp.MinPhys {
+			return fail(fmt.Errorf("the checkpoint keeps messages from commit-log offset %d, but the commit log starts at %d: segment files are missing",
+				cp.MinPhys, first))
+		}
+	}
 	if err := s.recover(cp, p.log); err != nil {
+		return fail(err)
+	}
+	if err := p.log.cutTornEnd(); err != nil {
 		return fail(err)
 	}
 	return p, nil
@@ -431,8 +479,9 @@ func (s *Server) recover(cp *checkpoint, log *commitLog) error {
 			return fmt.Errorf("%s: broker config: %w", checkpointFile, err)
 		}
 	}
+	reset := map[queueKey]bool{}
 	if err := log.replay(func(enc []byte, phys int64) error {
-		return s.replayMessage(cp, enc, phys)
+		return s.replayMessage(cp, enc, phys, reset)
 	}); err != nil {
 		return err
 	}
@@ -461,6 +510,9 @@ func (s *Server) recover(cp *checkpoint, log *commitLog) error {
 	for _, ct := range cp.Topics {
 		t := st.topics[ct.Name]
 		for i, maxOffset := range ct.MaxOffsets {
+			if reset[queueKey{ct.Name, i}] {
+				continue // the topic was deleted and created again since the checkpoint
+			}
 			if q := t.queues[i]; q.maxOffset() < maxOffset {
 				return fmt.Errorf("queue %s/%d ends at offset %d in the commit log, but the checkpoint counted %d: segment files are missing",
 					ct.Name, i, q.maxOffset(), maxOffset)
@@ -473,7 +525,7 @@ func (s *Server) recover(cp *checkpoint, log *commitLog) error {
 // replayMessage puts one commit-log message back in its queue, and, when it was stored after
 // the checkpoint, redoes what storing it scheduled (a delay, a transaction check) or resolved
 // (a committed half message).
-func (s *Server) replayMessage(cp *checkpoint, enc []byte, phys int64) error {
+func (s *Server) replayMessage(cp *checkpoint, enc []byte, phys int64, reset map[queueKey]bool) error {
 	st := s.store
 	st.nextPhy = phys + int64(len(enc))
 	if phys < cp.MinPhys {
@@ -509,6 +561,12 @@ func (s *Server) replayMessage(cp *checkpoint, enc []byte, phys int64) error {
 	case m.queueOffset != q.maxOffset():
 		// The topic was deleted and created again after the checkpoint: the new one starts over.
 		q.msgs, q.minOffset = nil, m.queueOffset
+		reset[queueKey{m.topic, int(m.queueID)}] = true
+	}
+	if afterCheckpoint && int(m.queueID) >= t.readQueueNums {
+		// Created after the checkpoint with more queues than recovery assumed: make the queue
+		// that holds this message readable.
+		t.readQueueNums, t.writeQueueNums = max(t.readQueueNums, int(m.queueID)+1), max(t.writeQueueNums, int(m.queueID)+1)
 	}
 	props := parseProperties(m.properties)
 	rec := &stored{enc: enc, topic: m.topic, tags: props[propTags], keys: props[propKeys], uniqKey: props[propUniqKey],
@@ -587,11 +645,13 @@ func writeFileSync(path string, data []byte) error {
 
 // checkpointNow saves the current state and trims the commit log behind retention.
 func (s *Server) checkpointNow() error {
+	s.persist.saveMu.Lock()
+	defer s.persist.saveMu.Unlock()
 	s.mu.Lock()
 	cp := s.checkpointLocked()
 	s.mu.Unlock()
 	// Saving outside s.mu keeps sends flowing; the checkpoint only ever lags the commit log,
-	// which replay makes up for. Only this loop and Close save, never at once.
+	// which replay makes up for.
 	if err := s.persist.save(cp); err != nil {
 		return fmt.Errorf("minirmq: checkpoint: %w", err)
 	}
@@ -615,6 +675,16 @@ func (s *Server) checkpointLoop() {
 			}
 		}
 	}
+}
+
+// saveAdminChange saves a checkpoint at once after a change the commit log does not record
+// (topics created, changed or deleted, runtime broker config), so a crash cannot undo it.
+// It does nothing without a data directory.
+func (s *Server) saveAdminChange() error {
+	if s.persist == nil {
+		return nil
+	}
+	return s.checkpointNow()
 }
 
 // closePersistence writes the final checkpoint and releases the data directory. Close calls it

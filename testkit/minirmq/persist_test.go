@@ -2,6 +2,7 @@ package minirmq_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -239,4 +240,100 @@ func TestDataDirRetentionDeletesSegmentsAndKeepsOffsets(t *testing.T) {
 	rawSend(t, rec.Addr(), "retained", 0, "next", "")
 	all := rec.Messages("retained")
 	assert.EqualValues(t, 100, all[len(all)-1].QueueOffset, "the queue's offsets continue")
+}
+
+func readQueueNums(t *testing.T, addr, topic string) int {
+	t.Helper()
+	resp := rawRequest(t, addr, &rawCmd{Code: 105, ExtFields: map[string]string{"topic": topic}})
+	require.EqualValues(t, 0, resp.Code, resp.Remark)
+	var route struct {
+		QueueDatas []struct {
+			ReadQueueNums int `json:"readQueueNums"`
+		} `json:"queueDatas"`
+	}
+	require.NoError(t, json.Unmarshal(resp.Body, &route), string(resp.Body))
+	require.Len(t, route.QueueDatas, 1)
+	return route.QueueDatas[0].ReadQueueNums
+}
+
+func TestDataDirSavesTopicChangesAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	srv := minirmq.Run(t, minirmq.WithDataDir(dir))
+	require.NoError(t, srv.CreateTopic("wide", 8))
+	rawSend(t, srv.Addr(), "wide", 6, "in queue 6", "")
+	require.NoError(t, srv.CreateTopic("doomed", 1))
+	rawSend(t, srv.Addr(), "doomed", 0, "old", "")
+	resp := rawRequest(t, srv.Addr(), &rawCmd{Code: 215, ExtFields: map[string]string{"topic": "doomed"}})
+	require.EqualValues(t, 0, resp.Code, resp.Remark)
+	rawSend(t, srv.Addr(), "doomed", 0, "new", "") // created again by the send
+	crashed := t.TempDir()
+	copyDir(t, dir, crashed) // killed before the next periodic checkpoint
+
+	rec := minirmq.Run(t, minirmq.WithDataDir(crashed))
+	assert.Equal(t, 8, readQueueNums(t, rec.Addr(), "wide"), "a topic created just before the kill keeps its queues")
+	assert.Equal(t, []string{"in queue 6"}, bodiesOf(rec.Messages("wide")))
+	doomed := rec.Messages("doomed")
+	require.Len(t, doomed, 1, "the deleted topic's message stays deleted")
+	assert.Equal(t, "new", string(doomed[0].Body))
+	assert.EqualValues(t, 0, doomed[0].QueueOffset)
+}
+
+func TestDataDirRefusesDamageInsideItsLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := minirmq.New(minirmq.WithDataDir(dir))
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		rawSend(t, srv.Addr(), "flipped", 0, fmt.Sprintf("message-%d", i), "")
+	}
+	require.NoError(t, srv.Close())
+	segs := segmentFiles(t, dir)
+	require.Len(t, segs, 1)
+	path := filepath.Join(dir, "commitlog", segs[0])
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	i := bytes.Index(b, []byte("message-2"))
+	require.Positive(t, i)
+	b[i] ^= 0xff // a complete message, with three after it: not a torn write
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+
+	_, err = minirmq.New(minirmq.WithDataDir(dir))
+	require.Error(t, err, "cutting here would drop messages 2 to 4")
+	assert.Contains(t, err.Error(), "CRC")
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, b, after, "a refused start leaves the files as they were")
+}
+
+func TestDataDirNoticesMissingSegments(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := minirmq.New(minirmq.WithDataDir(dir), minirmq.WithSegmentSize(600))
+	require.NoError(t, err)
+	for i := 0; i < 12; i++ {
+		rawSend(t, srv.Addr(), "gap", 0, fmt.Sprintf("message-%02d-%s", i, string(make([]byte, 100))), "")
+	}
+	require.NoError(t, srv.Close())
+	segs := segmentFiles(t, dir)
+	require.Greater(t, len(segs), 2)
+	require.NoError(t, os.Remove(filepath.Join(dir, "commitlog", segs[0])))
+	_, err = minirmq.New(minirmq.WithDataDir(dir))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "segment files are missing")
+}
+
+func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := minirmq.New(minirmq.WithDataDir(dir))
+	require.NoError(t, err)
+	rawSend(t, srv.Addr(), "closing", 0, "m", "")
+	done := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() { done <- srv.Close() }()
+	}
+	// Whichever returns first, the server is closed by then: its directory is released.
+	require.NoError(t, <-done)
+	again, err := minirmq.New(minirmq.WithDataDir(dir))
+	require.NoError(t, err)
+	defer again.Close()
+	assert.Len(t, again.Messages("closing"), 1)
+	require.NoError(t, <-done)
 }
