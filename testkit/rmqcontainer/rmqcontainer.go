@@ -257,6 +257,17 @@ func (c *Container) BrokerAddr(ctx context.Context) (string, error) {
 	return c.hostPort(ctx, brokerPort)
 }
 
+// addrs returns the host-side name server and broker addresses.
+func (c *Container) addrs(ctx context.Context) (nameServer, broker string, err error) {
+	if nameServer, err = c.NameServer(ctx); err != nil {
+		return "", "", err
+	}
+	if broker, err = c.BrokerAddr(ctx); err != nil {
+		return "", "", err
+	}
+	return nameServer, broker, nil
+}
+
 // hostPort looks the mapping up each time: a restarted container gets new host ports.
 func (c *Container) hostPort(ctx context.Context, port string) (string, error) {
 	p, err := c.MappedPort(ctx, port)
@@ -289,11 +300,7 @@ func (c *Container) Restart(ctx context.Context) error {
 	if err := registered.WaitUntilReady(ctx, c.DockerContainer); err != nil {
 		return fmt.Errorf("rmqcontainer: after restart: %w", err)
 	}
-	nameServer, err := c.NameServer(ctx)
-	if err != nil {
-		return err
-	}
-	broker, err := c.BrokerAddr(ctx)
+	nameServer, broker, err := c.addrs(ctx)
 	if err != nil {
 		return err
 	}
@@ -471,11 +478,7 @@ func Run(ctx context.Context, image string, opts ...Option) (*Container, error) 
 func (c *Container) advertise(ctx context.Context, timeout time.Duration, extra map[string]string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	nameServer, err := c.NameServer(ctx)
-	if err != nil {
-		return err
-	}
-	broker, err := c.BrokerAddr(ctx)
+	nameServer, broker, err := c.addrs(ctx)
 	if err != nil {
 		return err
 	}
