@@ -337,8 +337,9 @@ func (s *Server) Restart() error {
 	return s.Resume()
 }
 
-// Pause makes the broker unreachable: it stops listening and closes every connection, so clients
-// see connection refused until Resume.
+// Pause makes the broker unreachable: it stops listening and closes every connection (after
+// answering the requests it had received, as a broker shutting down does), so clients see
+// connection refused until Resume.
 func (s *Server) Pause() {
 	s.lnMu.Lock()
 	if !s.closed && !s.paused {
@@ -396,7 +397,7 @@ func (s *Server) stopServingLocked() {
 		s.ln = nil
 	}
 	for c := range s.conns {
-		c.close()
+		c.stopReading()
 	}
 }
 
@@ -461,8 +462,20 @@ func (c *conn) close() {
 	})
 }
 
+// stopReading ends the connection as a broker shutting down does: requests already received
+// are answered and the replies sent before it closes, so a client does not see a failed send
+// for a message that was stored. DropConnections, which simulates a network failure, closes
+// at once instead.
+func (c *conn) stopReading() {
+	tc, ok := c.nc.(*net.TCPConn)
+	if !ok || tc.CloseRead() != nil {
+		c.close()
+	}
+}
+
 func (c *conn) serve() {
 	defer func() {
+		c.flush()
 		c.close()
 		c.waiters.Wait()
 	}()
