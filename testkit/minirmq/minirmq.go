@@ -499,8 +499,10 @@ func (c *conn) serve() {
 		if resp := c.srv.handle(c, cmd); resp != nil {
 			c.buffer(prepareReply(cmd, resp), false)
 		}
-		if r.Buffered() == 0 {
-			c.flush() // nothing more to answer right now: send what is queued before blocking
+		if r.Buffered() == 0 || c.pendingReplyBytes() >= replyFlushBytes {
+			// Nothing more to answer right now, or a client with a steady stream of requests
+			// (many producers on one connection) would wait for its replies too long.
+			c.flush()
 		}
 	}
 }
@@ -527,6 +529,17 @@ func (c *conn) reply(req, resp *command) {
 func (c *conn) write(cmd *command) { c.buffer(cmd, true) }
 
 // buffer queues a frame and writes everything queued when flush is set.
+// replyFlushBytes bounds the replies a connection holds back while more requests are already
+// buffered: about a dozen send replies, enough to save most syscalls under load without
+// letting a reply wait behind a long burst.
+const replyFlushBytes = 4 << 10
+
+func (c *conn) pendingReplyBytes() int {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.bw.Buffered()
+}
+
 func (c *conn) buffer(cmd *command, flush bool) {
 	frame, err := encodeFrame(cmd)
 	if err != nil {
