@@ -2,9 +2,11 @@ package minirmq_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,4 +146,72 @@ func TestOptionsAreValidated(t *testing.T) {
 	srv := minirmq.Run(t)
 	assert.ErrorContains(t, srv.CreateTopic("bad topic", 1), "illegal characters")
 	assert.ErrorContains(t, srv.CreateTopic("ok", 0), "queue count")
+}
+
+// A client that keeps pipelining requests, or one that never reads its replies, must not keep a
+// stopping server from closing its connection: Pause and Close return and the client sees the
+// connection end.
+func TestStoppingServesNoClientForever(t *testing.T) {
+	for _, stop := range []string{"Pause", "Close"} {
+		for _, client := range []string{"pipelining", "not reading"} {
+			t.Run(stop+"/"+client, func(t *testing.T) {
+				srv, err := minirmq.New()
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = srv.Close() })
+				nc, err := net.Dial("tcp", srv.Addr())
+				require.NoError(t, err)
+				defer nc.Close()
+
+				clientDone := make(chan struct{})
+				var answered atomic.Int64
+				if client == "pipelining" {
+					go func() {
+						r := bufio.NewReader(nc)
+						for {
+							if _, err := readRaw(r); err != nil {
+								return
+							}
+							answered.Add(1)
+						}
+					}()
+				}
+				go func() {
+					defer close(clientDone)
+					frame := encodeRaw(&rawCmd{Code: 106, Opaque: 1})
+					burst := bytes.Repeat(frame, 64)
+					for {
+						if _, err := nc.Write(burst); err != nil {
+							return // the server closed the connection
+						}
+					}
+				}()
+				if client == "pipelining" {
+					waitFor(t, "the server to answer the pipelined requests", 10*time.Second, func() bool { return answered.Load() > 1000 })
+				} else {
+					time.Sleep(200 * time.Millisecond) // the socket buffers fill up
+				}
+
+				stopped := make(chan struct{})
+				go func() {
+					defer close(stopped)
+					if stop == "Pause" {
+						srv.Pause()
+					} else {
+						_ = srv.Close()
+					}
+				}()
+				select {
+				case <-stopped:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("%s did not return while a client kept sending", stop)
+				}
+				_ = nc.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				select {
+				case <-clientDone:
+				case <-time.After(30 * time.Second):
+					t.Fatal("the client's connection was not closed")
+				}
+			})
+		}
+	}
 }

@@ -448,6 +448,8 @@ type conn struct {
 	waiters sync.WaitGroup
 	// serializeType is the header encoding the client last used; broker-initiated requests use it.
 	serializeType atomic.Uint32
+	// stopping is set once the server stops serving the connection (stopReading).
+	stopping atomic.Bool
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -462,13 +464,16 @@ func (c *conn) close() {
 	})
 }
 
-// stopReading ends the connection as a broker shutting down does: requests already received
-// are answered and the replies sent before it closes, so a client does not see a failed send
-// for a message that was stored. DropConnections, which simulates a network failure, closes
-// at once instead.
+// stopReading ends the connection as a broker shutting down does: the request being handled
+// and those already read into the connection's buffer are answered and the replies sent before
+// it closes, so a client does not see a failed send for a message that was stored. Nothing more
+// is read from the socket (shutting down only the read side would not stop a client that keeps
+// sending), and the last replies get a short write deadline, so Close, Pause and Restart return
+// promptly even under a client that pipelines requests or never reads. DropConnections, which
+// simulates a network failure, closes at once instead.
 func (c *conn) stopReading() {
-	tc, ok := c.nc.(*net.TCPConn)
-	if !ok || tc.CloseRead() != nil {
+	c.stopping.Store(true)
+	if c.nc.SetReadDeadline(time.Now()) != nil {
 		c.close()
 	}
 }
@@ -564,11 +569,19 @@ func (c *conn) flush() {
 	}
 }
 
+// stoppingWriteTimeout bounds the last replies of a connection the server stops serving: a
+// client that does not read them must not hold up Close.
+const stoppingWriteTimeout = time.Second
+
 func (c *conn) flushLocked() error {
 	if c.bw.Buffered() == 0 {
 		return nil
 	}
-	_ = c.nc.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	timeout := 10 * time.Second
+	if c.stopping.Load() {
+		timeout = stoppingWriteTimeout
+	}
+	_ = c.nc.SetWriteDeadline(time.Now().Add(timeout))
 	return c.bw.Flush()
 }
 
