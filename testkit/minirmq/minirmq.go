@@ -116,10 +116,13 @@ func WithRetention(maxBytes int64, maxAge time.Duration) Option {
 // runtime (UPDATE_BROKER_CONFIG, so an advertised address set by a container wrapper survives a
 // restart, as a real broker rewrites its broker.conf). A server started on the same directory
 // continues from it. Each message reaches the directory before its send is answered, so a
-// killed process loses no acknowledged message; consumer offsets are saved every second and on
-// Close, so a killed process redelivers what was consumed after the last save. One server at a
-// time may use a directory. Broker config saved there takes precedence over WithAdvertisedAddr
-// on the next start, as a real broker's rewritten broker.conf does. Default: memory only.
+// killed process loses no acknowledged message. The rest is saved every second and on Close,
+// so a killed process repeats what happened after the last save, as a real broker does with
+// its periodically flushed offsets: messages consumed since are delivered again, a delayed
+// message delivered since is delivered again, a half message rolled back since is checked back
+// again. Duplicates, never losses. One server at a time may use a directory. Broker config
+// saved there takes precedence over WithAdvertisedAddr on the next start, as a real broker's
+// rewritten broker.conf does. Default: memory only.
 func WithDataDir(dir string) Option { return func(c *config) { c.dataDir = dir } }
 
 // WithLogger sets where the server reports dropped connections and malformed frames.

@@ -113,7 +113,7 @@ func (l *commitLog) replay(fn func(enc []byte, phys int64) error) error {
 		for pos < len(data) {
 			n, err := checkRecord(data[pos:], seg.start+int64(pos))
 			if err != nil {
-				if last && incomplete(data[pos:]) {
+				if last && incomplete(data[pos:]) && !recordAfter(data, pos, seg.start) {
 					l.tornAt = int64(pos)
 					break
 				}
@@ -130,9 +130,33 @@ func (l *commitLog) replay(fn func(enc []byte, phys int64) error) error {
 }
 
 // incomplete reports whether b, the bytes left in a segment, is shorter than the message it
-// starts: what a write cut short leaves.
+// starts and, as far as it goes, looks like the start of a message: what a write cut short
+// leaves.
 func incomplete(b []byte) bool {
+	if len(b) >= 8 && binary.BigEndian.Uint32(b[4:8]) != messageMagic {
+		return false
+	}
 	return len(b) < 4 || int64(binary.BigEndian.Uint32(b)) > int64(len(b))
+}
+
+// physFieldAt is where a stored message keeps its own commit-log offset.
+const physFieldAt = 28
+
+// recordAfter reports whether a valid message starts anywhere in data after pos (data is a
+// segment starting at commit-log offset segStart). A write cut short is the last thing in the
+// log, so a message after it means the size field at pos was damaged: cutting there would drop
+// acknowledged messages.
+func recordAfter(data []byte, pos int, segStart int64) bool {
+	for p := pos + 1; p+physFieldAt+8 <= len(data); p++ {
+		// A message names its own offset: a cheap test before the full check.
+		if int64(binary.BigEndian.Uint64(data[p+physFieldAt:])) != segStart+int64(p) {
+			continue
+		}
+		if _, err := checkRecord(data[p:], segStart+int64(p)); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 // cutTornEnd truncates the last segment where replay found a torn message.
@@ -386,7 +410,14 @@ type persistence struct {
 
 	saveMu   sync.Mutex // one checkpoint at a time: the loop's, an admin request's, Close's
 	lastSave []byte     // checkpoint.json as last written, to skip rewriting it unchanged
+	// released is set under saveMu once Close wrote the last checkpoint and let go of the
+	// directory: another server may own it by now, so nothing is written there any more.
+	released bool
 }
+
+// errDataDirReleased is what a change made after Close gets instead of being saved into a data
+// directory the server no longer owns.
+var errDataDirReleased = errors.New("server closed: its data directory is released")
 
 // openDataDir locks dir, loads its checkpoint and replays its commit log into s. It runs in New,
 // before the server is shared.
@@ -647,6 +678,14 @@ func writeFileSync(path string, data []byte) error {
 func (s *Server) checkpointNow() error {
 	s.persist.saveMu.Lock()
 	defer s.persist.saveMu.Unlock()
+	return s.checkpointSaveLocked()
+}
+
+// checkpointSaveLocked is checkpointNow for a caller holding persist.saveMu.
+func (s *Server) checkpointSaveLocked() error {
+	if s.persist.released {
+		return fmt.Errorf("minirmq: checkpoint: %w", errDataDirReleased)
+	}
 	s.mu.Lock()
 	cp := s.checkpointLocked()
 	s.mu.Unlock()
@@ -693,9 +732,15 @@ func (s *Server) closePersistence() error {
 	if s.persist == nil {
 		return nil
 	}
-	err := s.checkpointNow()
+	s.persist.saveMu.Lock()
+	defer s.persist.saveMu.Unlock()
+	if s.persist.released {
+		return nil
+	}
+	err := s.checkpointSaveLocked()
 	s.mu.Lock()
 	err = errors.Join(err, s.persist.log.close())
 	s.mu.Unlock()
+	s.persist.released = true
 	return errors.Join(err, s.persist.unlock())
 }

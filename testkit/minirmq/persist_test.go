@@ -2,12 +2,16 @@ package minirmq_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,10 +62,13 @@ func copyDir(t *testing.T, src, dst string) {
 		if d.IsDir() {
 			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
 		}
-		if d.Name() == "LOCK" {
-			return nil
+		if d.Name() == "LOCK" || strings.HasSuffix(d.Name(), ".tmp") {
+			return nil // the lock is the process's; a .tmp file is a checkpoint being written
 		}
 		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // a checkpoint replaced while we walked: the new one is read too
+		}
 		if err != nil {
 			return err
 		}
@@ -121,8 +128,9 @@ func TestDataDirRecoversWhatAKilledServerAcknowledged(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		rawSend(t, srv.Addr(), "killed", 0, fmt.Sprintf("m%d", i), "")
 	}
-	// Level 10 is 6 minutes, 360 ms at this scale: still parked when the copy is taken.
-	rawSend(t, srv.Addr(), "killed", 0, "delayed", "DELAY\x0110\x02")
+	// Level 16 is 30 minutes, 1.8 s at this scale: still parked when the copy is taken, even on
+	// a loaded machine.
+	rawSend(t, srv.Addr(), "killed", 0, "delayed", "DELAY\x0116\x02")
 	require.Len(t, srv.Messages("SCHEDULE_TOPIC_XXXX"), 1)
 	// Two half messages; the producer commits the first before the kill.
 	half := "TRAN_MSG\x01true\x02PGROUP\x01persist_producer\x02"
@@ -336,4 +344,58 @@ func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 	defer again.Close()
 	assert.Len(t, again.Messages("closing"), 1)
 	require.NoError(t, <-done)
+}
+
+// A size field damaged so that it points past the end of the last segment looks like a write
+// cut short, but complete messages follow it: cutting there would drop them, so the start is
+// refused. Without a checkpoint nothing else would notice (a kill before the first save).
+func TestDataDirRefusesADamagedSizeThatLooksTorn(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := minirmq.New(minirmq.WithDataDir(dir))
+	require.NoError(t, err)
+	for i := 0; i < 5; i++ {
+		rawSend(t, srv.Addr(), "sized", 0, fmt.Sprintf("message-%d", i), "")
+	}
+	ms := srv.Messages("sized")
+	require.NoError(t, srv.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, "checkpoint.json")))
+	segs := segmentFiles(t, dir)
+	require.Len(t, segs, 1)
+	path := filepath.Join(dir, "commitlog", segs[0])
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	at := ms[2].CommitLogOffset
+	binary.BigEndian.PutUint32(b[at:], 0x7f000000|binary.BigEndian.Uint32(b[at:]))
+	require.NoError(t, os.WriteFile(path, b, 0o644))
+
+	_, err = minirmq.New(minirmq.WithDataDir(dir))
+	require.Error(t, err, "messages 2 to 4 would be cut as a torn write")
+	assert.Contains(t, err.Error(), segs[0])
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	assert.Equal(t, b, after, "a refused start leaves the files as they were")
+}
+
+// Once Close has released the directory another server may own it: a change made on the closed
+// server is refused instead of overwriting the new owner's checkpoint.
+func TestClosedServerLeavesItsDataDirAlone(t *testing.T) {
+	dir := t.TempDir()
+	first, err := minirmq.New(minirmq.WithDataDir(dir))
+	require.NoError(t, err)
+	require.NoError(t, first.Close())
+	second := minirmq.Run(t, minirmq.WithDataDir(dir))
+	require.NoError(t, second.CreateTopic("owned", 1))
+	rawSend(t, second.Addr(), "owned", 0, "m", "")
+	rawCommitOffset(t, second.Addr(), "g", "owned", 0, 1)
+	require.NoError(t, second.CreateTopic("saved-now", 1)) // saves the checkpoint at once
+	before, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
+	require.NoError(t, err)
+
+	err = first.CreateTopic("ghost", 1)
+	require.Error(t, err, "the closed server cannot save")
+	assert.Contains(t, err.Error(), "closed")
+	after, err := os.ReadFile(filepath.Join(dir, "checkpoint.json"))
+	require.NoError(t, err)
+	assert.Equal(t, string(before), string(after), "the new owner's checkpoint is untouched")
+	assert.NotContains(t, string(after), "ghost")
 }
