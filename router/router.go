@@ -55,8 +55,9 @@ type Config struct {
 	// PoisonQueue, CorrelationID, Recoverer, Timeout and Throttle all fit here.
 	Middleware []message.HandlerMiddleware
 
-	// CloseTimeout bounds how long Close waits for in-flight handlers. Default: 30 s (the
-	// Watermill router's default).
+	// CloseTimeout bounds each of the two waits of Close and Shutdown: for in-flight handlers to
+	// finish, then, for those still running, to return once their contexts are cancelled. Close
+	// thus returns within twice CloseTimeout. Default: 30 s (the Watermill router's default).
 	CloseTimeout time.Duration
 
 	// Logger receives the router's logs. Default: no logs.
@@ -109,9 +110,9 @@ type Router struct {
 	wm     *message.Router
 	poison message.HandlerMiddleware // wraps every handler function, see addHandler
 
-	// abort is cancelled when a Shutdown's context expires: handler contexts derive from it
-	// instead of from the subscription, so that closing the subscription does not cancel the
-	// work that is being drained.
+	// abort is cancelled when Shutdown stops waiting for handlers to finish (its context ended
+	// or CloseTimeout passed): handler contexts derive from it instead of from the subscription,
+	// so that closing the subscription does not cancel the work that is being drained.
 	abort       context.Context
 	abortCancel context.CancelFunc
 
@@ -172,11 +173,17 @@ func (f *inflight) done() {
 	f.mu.Unlock()
 }
 
-// wait returns once nothing is in progress, or ctx's error when ctx ends first.
+// wait returns once nothing is in progress, or ctx's error when ctx ends first. Nothing in
+// progress wins over an ended ctx.
 func (f *inflight) wait(ctx context.Context) error {
 	f.mu.Lock()
 	idle := f.idle
 	f.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	default:
+	}
 	select {
 	case <-idle:
 		return nil
@@ -379,19 +386,35 @@ func (g *subscribeGuard) failure() error {
 // Running is closed once every handler registered before Run is subscribed.
 func (r *Router) Running() <-chan struct{} { return r.wm.Running() }
 
-// Close stops the subscriptions and waits up to Config.CloseTimeout for in-flight handlers.
+// Close is Shutdown with a context that never ends: it stops the subscriptions, waits up to
+// Config.CloseTimeout for in-flight handlers to finish, then cancels the contexts of those still
+// running and waits up to another CloseTimeout for them to return. It returns within twice
+// CloseTimeout, plus the time Run needs to subscribe its handlers (Close waits for that first)
+// and the time the subscribers the router owns take to close.
 func (r *Router) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
-	defer cancel()
-	return r.Shutdown(ctx)
+	return r.Shutdown(context.Background())
 }
+
+// errCloseTimeout is the cause of a Shutdown that stopped waiting because Config.CloseTimeout
+// passed; it wraps context.DeadlineExceeded, like a deadline of Shutdown's context.
+type errCloseTimeout time.Duration
+
+func (e errCloseTimeout) Error() string {
+	return fmt.Sprintf("close timeout %v passed: %v", time.Duration(e), context.DeadlineExceeded)
+}
+
+func (e errCloseTimeout) Unwrap() error { return context.DeadlineExceeded }
 
 // Shutdown stops the subscriptions, then waits until every message handed to a handler is
 // acked or nacked, while ctx lasts and at most Config.CloseTimeout. When either ends first, the
 // handlers' contexts are cancelled (so a handler that honours its context returns at once and
-// its message is nacked, not acked) and Shutdown returns an error wrapping the cause once they
-// returned; a handler that ignores its context can hold Shutdown another Config.CloseTimeout.
-// Shutdown is idempotent: later calls wait for the first and return its result.
+// its message is nacked, not acked), and Shutdown waits up to another CloseTimeout for them to
+// return, then returns an error wrapping the cause (ctx's error, or an error wrapping
+// context.DeadlineExceeded when CloseTimeout passed). Shutdown thus returns at most
+// CloseTimeout after the earlier of ctx's end and CloseTimeout, plus the time Run needs to
+// subscribe its handlers (Shutdown waits for that first) and the time the subscribers the router
+// owns take to close. Its error says when handlers are still running then (they ignored their
+// context). Shutdown is idempotent: later calls wait for the first and return its result.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -430,6 +453,9 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 		// Watermill's Close would wait for handlers that never ran.
 		return nil
 	}
+	// Handlers get until the earlier of ctx's end and CloseTimeout to finish.
+	drain, cancel := context.WithTimeoutCause(ctx, r.cfg.CloseTimeout, errCloseTimeout(r.cfg.CloseTimeout))
+	defer cancel()
 	// Watermill's Close must not run before its Run subscribed the handlers: it would hold the
 	// handler lock Run needs until CloseTimeout.
 	select {
@@ -437,7 +463,7 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 	case <-r.runDone:
 		// Run failed before it was running: its context cancellation stops the handlers that
 		// did start; wait for them.
-		return r.waitStopped(ctx)
+		return r.waitStopped(drain)
 	}
 	r.cfg.Logger.Debug("Waiting for handlers registered while running to start", nil)
 	r.lateAdds.Wait()
@@ -450,30 +476,42 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 	select {
 	case <-r.runDone:
 		if err := <-closed; err != nil {
-			// Watermill's CloseTimeout passed with handlers still running.
-			return r.cancelInflight(err)
+			// Watermill's CloseTimeout passed with handlers still running, or its handler
+			// loops still reading their subscriptions; ours, which started first, too.
+			closed := make(chan error, 1)
+			closed <- err
+			return r.giveUp(errCloseTimeout(r.cfg.CloseTimeout), closed)
 		}
-		if err := r.inflight.wait(ctx); err != nil {
-			return r.cancelInflight(err)
+		// A handler Watermill started at the last moment may still run.
+		if r.inflight.wait(drain) != nil {
+			return r.giveUp(context.Cause(drain), nil)
 		}
 		return nil
-	case <-ctx.Done():
-		r.abortCancel()
-		<-r.runDone
-		return errors.Join(r.cancelInflight(ctx.Err()), <-closed)
+	case <-drain.Done():
+		return r.giveUp(context.Cause(drain), closed)
 	}
 }
 
-// cancelInflight cancels the handlers still running when Shutdown's context ended and waits,
-// up to Config.CloseTimeout, for them to return.
-func (r *Router) cancelInflight(cause error) error {
+// giveUp cancels the handlers still running, then waits up to Config.CloseTimeout for them to
+// return. closed, when not nil, delivers the result of Watermill's Close.
+func (r *Router) giveUp(cause error, closed <-chan error) error {
 	r.abortCancel()
-	bound, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+	grace, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
 	defer cancel()
-	if err := r.inflight.wait(bound); err != nil {
-		return fmt.Errorf("router: in-flight handlers cancelled (%w), some still running after %v", cause, r.cfg.CloseTimeout)
+	// Watermill's Close returns within its own CloseTimeout, which started no later than ours.
+	<-r.runDone
+	errs := []error{nil}
+	if closed != nil {
+		if err := <-closed; err != nil {
+			errs = append(errs, fmt.Errorf("router: closing Watermill's router: %w", err))
+		}
 	}
-	return fmt.Errorf("router: in-flight handlers cancelled: %w", cause)
+	if r.inflight.wait(grace) != nil {
+		errs[0] = fmt.Errorf("router: in-flight handlers cancelled (%w), some still running after %v", cause, r.cfg.CloseTimeout)
+	} else {
+		errs[0] = fmt.Errorf("router: in-flight handlers cancelled: %w", cause)
+	}
+	return errors.Join(errs...)
 }
 
 func (r *Router) waitStopped(ctx context.Context) error {
@@ -496,8 +534,8 @@ func (r *Router) waitStopped(ctx context.Context) error {
 }
 
 // scopeMiddleware gives each message a context that survives the closing of its subscription
-// (so handlers drain during Shutdown), is cancelled when a Shutdown's context expires, and
-// carries the Subscription.
+// (so handlers drain during Shutdown), is cancelled when Shutdown stops waiting for handlers to
+// finish, and carries the Subscription.
 func (r *Router) scopeMiddleware(h message.HandlerFunc) message.HandlerFunc {
 	return func(msg *message.Message) ([]*message.Message, error) {
 		parent := msg.Context()

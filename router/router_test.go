@@ -670,3 +670,166 @@ func TestShutdownWithoutDeadlineIsBoundedByCloseTimeout(t *testing.T) {
 	release <- struct{}{}
 	wait(t, runErr, "Run")
 }
+
+// waitLong is wait with a longer bound, for shutdowns that take a few CloseTimeouts by design.
+func waitLong[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(d):
+		t.Fatalf("timed out after %v waiting for %s", d, what)
+		panic("unreachable")
+	}
+}
+
+// A handler Watermill starts while closing (so Watermill's Close returns nil before it runs)
+// and that ignores its context must not hold Shutdown beyond its documented bound: CloseTimeout
+// to finish, then another CloseTimeout once cancelled. Before the fix Shutdown waited for it
+// as long as ctx lasted: forever with context.Background, an hour here with a long deadline.
+func TestShutdownIsBoundedWhenWatermillClosesBeforeALateHandler(t *testing.T) {
+	const closeTimeout = time.Second
+	for name, newCtx := range map[string]func() (context.Context, context.CancelFunc){
+		"background": func() (context.Context, context.CancelFunc) { return context.Background(), func() {} },
+		"deadline past CloseTimeout": func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), time.Hour)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			payload, err := router.JSON().Marshal(order{ID: "last"})
+			require.NoError(t, err)
+			sub := &lastWordSubscriber{msg: message.NewMessage(watermill.NewUUID(), payload)}
+			r, err := router.New(router.Config{Subscriber: sub, DropUndecodable: true, CloseTimeout: closeTimeout})
+			require.NoError(t, err)
+			entered := make(chan struct{})
+			cancelled := make(chan struct{})
+			release := make(chan struct{})
+			var releaseOnce sync.Once
+			releaseHandler := func() { releaseOnce.Do(func() { close(release) }) }
+			t.Cleanup(releaseHandler) // lets a Shutdown that hangs end, when the test failed
+			require.NoError(t, router.Subscribe(r, "closing", func(ctx context.Context, o *order) error {
+				close(entered)
+				<-ctx.Done()
+				close(cancelled)
+				<-release // ignores its cancellation
+				return nil
+			}))
+			runErr := make(chan error, 1)
+			go func() { runErr <- r.Run(context.Background()) }()
+			wait(t, r.Running(), "the router to run")
+
+			ctx, cancel := newCtx()
+			defer cancel()
+			stopped := make(chan error, 1)
+			go func() { stopped <- r.Shutdown(ctx) }()
+			wait(t, entered, "the handler of the message delivered while closing")
+			// 10 times the bound: 2 × CloseTimeout.
+			err = waitLong(t, stopped, 20*closeTimeout, "Shutdown, with a handler that ignores its context")
+			require.Error(t, err)
+			assert.ErrorIs(t, err, context.DeadlineExceeded, "the CloseTimeout that passed is the cause")
+			assert.Contains(t, err.Error(), "still running", "the handler that ignores cancellation is reported")
+			select {
+			case <-cancelled:
+			default:
+				t.Error("Shutdown returned without cancelling the handler's context")
+			}
+			releaseHandler()
+			wait(t, sub.msg.Acked(), "the ack of the released handler's message")
+			assert.NoError(t, wait(t, runErr, "Run"))
+		})
+	}
+}
+
+// Shutdown's bound is CloseTimeout after the earlier of ctx's end and CloseTimeout: with a
+// context that already ended, one CloseTimeout. Before the fix, a handler that ignores its
+// context held Shutdown for Watermill's CloseTimeout and then for another one.
+func TestShutdownWithAnEndedContextTakesOneCloseTimeout(t *testing.T) {
+	// The bound is checked with a CloseTimeout of slack: a fixed Shutdown takes one
+	// CloseTimeout, the unfixed one at least two (two timers one after the other).
+	const closeTimeout = 2 * time.Second
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: closeTimeout})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseHandler := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHandler)
+	handled := make(chan struct{})
+	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
+		defer close(handled)
+		close(entered)
+		<-release // ignores its context
+		return nil
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	wait(t, r.Running(), "the router to run")
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
+	wait(t, entered, "the handler")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	begin := time.Now()
+	err = r.Shutdown(ctx)
+	elapsed := time.Since(begin)
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.Contains(t, err.Error(), "still running")
+	assert.Less(t, elapsed, 2*closeTimeout, "Shutdown with an ended context waits one CloseTimeout for cancelled handlers")
+	releaseHandler()
+	wait(t, handled, "the released handler")
+	assert.NoError(t, wait(t, runErr, "Run"))
+}
+
+// Close gives in-flight handlers CloseTimeout to finish before it cancels their contexts, then
+// waits up to another CloseTimeout for them: it returns within twice CloseTimeout.
+func TestCloseBound(t *testing.T) {
+	const closeTimeout = 300 * time.Millisecond
+	gc := newGoChannel(t, gochannel.Config{})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: closeTimeout})
+	require.NoError(t, err)
+	entered := make(chan struct{})
+	cancelledAt := make(chan time.Time, 1)
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	releaseHandler := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHandler)
+	handled := make(chan struct{})
+	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
+		defer close(handled)
+		close(entered)
+		<-ctx.Done()
+		cancelledAt <- time.Now()
+		<-release // ignores its cancellation
+		return nil
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	wait(t, r.Running(), "the router to run")
+	pub, err := router.NewPublisher(gc, nil)
+	require.NoError(t, err)
+	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
+	wait(t, entered, "the handler")
+
+	begin := time.Now()
+	closed := make(chan error, 1)
+	go func() { closed <- r.Close() }()
+	err = waitLong(t, closed, 20*closeTimeout, "Close") // 10 times its bound
+	require.Error(t, err)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	assert.Contains(t, err.Error(), "still running")
+	select {
+	case at := <-cancelledAt:
+		// Timers do not fire early: this lower bound holds however loaded the machine is.
+		assert.GreaterOrEqual(t, at.Sub(begin), closeTimeout, "handlers get CloseTimeout before they are cancelled")
+	default:
+		t.Error("Close returned without cancelling the handler's context")
+	}
+	assert.Equal(t, err, r.Close(), "a second Close returns the first one's result")
+	releaseHandler()
+	wait(t, handled, "the released handler")
+	assert.NoError(t, wait(t, runErr, "Run"))
+}
