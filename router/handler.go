@@ -194,7 +194,8 @@ func (r *Router) addHandler(topic, publishTopic string, opts []HandlerOption, h 
 		r.mu.Unlock()
 		return err
 	}
-	sub := &subscribeGuard{Subscriber: inner, inflight: r.inflight}
+	sub := &subscribeGuard{Subscriber: inner, inflight: r.inflight, forwarders: r.forwarders,
+		closing: r.closing, abandon: r.abandon}
 	r.guards = append(r.guards, sub)
 	// Registered before Watermill knows the handler, so its first message finds it.
 	r.handlers[o.name] = Subscription{Handler: o.name, Topic: topic, Group: o.group, PublishTopic: publishTopic}

@@ -140,6 +140,15 @@ type Router struct {
 	// running-handlers wait may finish before the handler loop hands over its last message), so
 	// Shutdown also waits for this count.
 	inflight *inflight
+
+	// forwarders counts the goroutines that hand a subscription's messages to Watermill (see
+	// subscribeGuard); Shutdown waits for them, so none outlives it.
+	forwarders *inflight
+	// closing is closed when Shutdown stops handing messages to Watermill: from then on the
+	// forwarders nack what their subscriptions still deliver. abandon is closed when Shutdown
+	// gives up on subscriptions that did not end: their forwarders stop reading them.
+	closing, abandon         chan struct{}
+	closingOnce, abandonOnce sync.Once
 }
 
 // inflight counts work in progress and tells when there is none.
@@ -228,6 +237,9 @@ func New(cfg Config) (*Router, error) {
 		runDone:    make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 		inflight:   newInflight(),
+		forwarders: newInflight(),
+		closing:    make(chan struct{}),
+		abandon:    make(chan struct{}),
 	}
 	r.abort, r.abortCancel = context.WithCancel(context.Background())
 	// Added first, so it is the outermost middleware of every handler.
@@ -331,11 +343,16 @@ func (r *Router) subscribeErrors() error {
 //
 // It also counts each message it hands to Watermill in inflight, from before it is handed
 // over until it is acked or nacked, so Shutdown knows of every message still being handled.
+// Once Shutdown closed closing, it nacks messages instead of handing them over (Watermill's
+// handler loop would still start handlers for them, after Watermill's Close returned).
 type subscribeGuard struct {
 	message.Subscriber
-	inflight *inflight
-	mu       sync.Mutex
-	err      error
+	inflight   *inflight
+	forwarders *inflight
+	closing    <-chan struct{}
+	abandon    <-chan struct{}
+	mu         sync.Mutex
+	err        error
 }
 
 func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
@@ -351,23 +368,51 @@ func (g *subscribeGuard) Subscribe(ctx context.Context, topic string) (<-chan *m
 	// Unbuffered: Watermill's handler loop takes each message at once, so the hand-over adds
 	// no queue and the subscriber keeps its own flow control.
 	out := make(chan *message.Message)
+	g.forwarders.add()
 	go func() {
-		defer close(out)
-		for msg := range ch {
-			g.inflight.add()
-			// Watermill acks or nacks every message it takes, after its handler (and the
-			// publishing of what the handler produced) ends.
-			go func() {
-				select {
-				case <-msg.Acked():
-				case <-msg.Nacked():
+		defer g.forwarders.done()
+		defer close(out) // ends Watermill's handler loop
+		for {
+			select {
+			case msg, ok := <-ch:
+				if !ok {
+					return
 				}
-				g.inflight.done()
-			}()
-			out <- msg
+				g.forward(msg, out)
+			case <-g.abandon:
+				return
+			}
 		}
 	}()
 	return out, nil
+}
+
+// forward hands msg to Watermill, counted in inflight, or nacks it once Shutdown stopped
+// handing messages over.
+func (g *subscribeGuard) forward(msg *message.Message, out chan<- *message.Message) {
+	select {
+	case <-g.closing:
+		msg.Nack()
+		return
+	default:
+	}
+	g.inflight.add()
+	// Watermill acks or nacks every message it takes, after its handler (and the publishing of
+	// what the handler produced) ends.
+	go func() {
+		select {
+		case <-msg.Acked():
+		case <-msg.Nacked():
+		}
+		g.inflight.done()
+	}()
+	select {
+	case out <- msg:
+		// Handed over, possibly just as closing closed: counted, so Shutdown (which waits for
+		// the forwarders before it waits for inflight) still waits for its handler.
+	case <-g.closing:
+		msg.Nack() // ends its count
+	}
 }
 
 // Close keeps Watermill's router from closing the subscriber: Watermill closes it once per
@@ -408,13 +453,16 @@ func (e errCloseTimeout) Unwrap() error { return context.DeadlineExceeded }
 // Shutdown stops the subscriptions, then waits until every message handed to a handler is
 // acked or nacked, while ctx lasts and at most Config.CloseTimeout. When either ends first, the
 // handlers' contexts are cancelled (so a handler that honours its context returns at once and
-// its message is nacked, not acked), and Shutdown waits up to another CloseTimeout for them to
-// return, then returns an error wrapping the cause (ctx's error, or an error wrapping
-// context.DeadlineExceeded when CloseTimeout passed). Shutdown thus returns at most
+// its message is nacked, not acked), what the subscriptions still deliver is nacked instead of
+// handled, and Shutdown waits up to another CloseTimeout for the handlers to return and the
+// subscriptions to end, then returns an error wrapping the cause (ctx's error, or an error
+// wrapping context.DeadlineExceeded when CloseTimeout passed). Shutdown thus returns at most
 // CloseTimeout after the earlier of ctx's end and CloseTimeout, plus the time Run needs to
 // subscribe its handlers (Shutdown waits for that first) and the time the subscribers the router
-// owns take to close. Its error says when handlers are still running then (they ignored their
-// context). Shutdown is idempotent: later calls wait for the first and return its result.
+// owns take to close. Unless its error says handlers are still running (they ignored their
+// context), no handler runs once Shutdown returned; a subscription still open then is no longer
+// read (the error says so too). Shutdown is idempotent: later calls wait for the first and
+// return its result.
 func (r *Router) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -461,9 +509,11 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 	select {
 	case <-r.wm.Running():
 	case <-r.runDone:
-		// Run failed before it was running: its context cancellation stops the handlers that
-		// did start; wait for them.
-		return r.waitStopped(drain)
+		// Run failed before it was running: its context cancellation ends the subscriptions of
+		// the handlers that did start. Their messages are not Watermill's Close's to wait for.
+		r.lateAdds.Wait()
+		r.stopForwarding()
+		return r.finish(drain, nil)
 	}
 	r.cfg.Logger.Debug("Waiting for handlers registered while running to start", nil)
 	r.lateAdds.Wait()
@@ -482,20 +532,36 @@ func (r *Router) shutdown(ctx context.Context, started bool) error {
 			closed <- err
 			return r.giveUp(errCloseTimeout(r.cfg.CloseTimeout), closed)
 		}
-		// A handler Watermill started at the last moment may still run.
-		if r.inflight.wait(drain) != nil {
-			return r.giveUp(context.Cause(drain), nil)
-		}
-		return nil
+		// The handler loops ended, and so did the forwarders; a handler Watermill started at
+		// the last moment may still run.
+		r.stopForwarding()
+		return r.finish(drain, nil)
 	case <-drain.Done():
 		return r.giveUp(context.Cause(drain), closed)
 	}
 }
 
-// giveUp cancels the handlers still running, then waits up to Config.CloseTimeout for them to
-// return. closed, when not nil, delivers the result of Watermill's Close.
+// stopForwarding makes the forwarders nack what their subscriptions still deliver.
+func (r *Router) stopForwarding() { r.closingOnce.Do(func() { close(r.closing) }) }
+
+// finish waits, while drain lasts, for the forwarders to stop and then for the messages they
+// handed over to be acked or nacked (once the forwarders stopped no message is handed over, so
+// an idle count is final); it gives up when drain ends first.
+func (r *Router) finish(drain context.Context, closed <-chan error) error {
+	if r.forwarders.wait(drain) != nil || r.inflight.wait(drain) != nil {
+		return r.giveUp(context.Cause(drain), closed)
+	}
+	r.waitStopped()
+	return nil
+}
+
+// giveUp cancels the handlers still running and stops forwarding, then waits up to
+// Config.CloseTimeout for the handlers to return and the subscriptions to end. A subscription
+// still open then is abandoned: its forwarder stops reading it. closed, when not nil, delivers
+// the result of Watermill's Close.
 func (r *Router) giveUp(cause error, closed <-chan error) error {
 	r.abortCancel()
+	r.stopForwarding()
 	grace, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
 	defer cancel()
 	// Watermill's Close returns within its own CloseTimeout, which started no later than ours.
@@ -506,31 +572,33 @@ func (r *Router) giveUp(cause error, closed <-chan error) error {
 			errs = append(errs, fmt.Errorf("router: closing Watermill's router: %w", err))
 		}
 	}
+	if r.forwarders.wait(grace) != nil {
+		r.abandonOnce.Do(func() { close(r.abandon) })
+		_ = r.forwarders.wait(context.Background()) // they return at once now
+		errs = append(errs, fmt.Errorf("router: some subscriptions still open %v after the handlers were cancelled: no longer read", r.cfg.CloseTimeout))
+	}
+	// The forwarders stopped: the count only goes down from here.
 	if r.inflight.wait(grace) != nil {
 		errs[0] = fmt.Errorf("router: in-flight handlers cancelled (%w), some still running after %v", cause, r.cfg.CloseTimeout)
 	} else {
 		errs[0] = fmt.Errorf("router: in-flight handlers cancelled: %w", cause)
 	}
+	r.waitStopped()
 	return errors.Join(errs...)
 }
 
-func (r *Router) waitStopped(ctx context.Context) error {
+// waitStopped waits for Watermill's handler loops to end, which they do as soon as their
+// forwarders stopped; it runs after Watermill's Close returned (a loop ends under the handler
+// lock that Close holds).
+func (r *Router) waitStopped() {
 	r.mu.Lock()
 	hs := append([]*message.Handler(nil), r.wmHandlers...)
 	r.mu.Unlock()
 	for _, h := range hs {
-		stopped := h.Stopped()
-		if stopped == nil {
-			continue
-		}
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			r.abortCancel()
+		if stopped := h.Stopped(); stopped != nil {
 			<-stopped
 		}
 	}
-	return nil
 }
 
 // scopeMiddleware gives each message a context that survives the closing of its subscription

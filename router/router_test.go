@@ -740,6 +740,81 @@ func TestShutdownIsBoundedWhenWatermillClosesBeforeALateHandler(t *testing.T) {
 	}
 }
 
+// stubbornSubscriber keeps its subscription open after its context ends. Told to (once
+// Shutdown returned), it delivers a last message, unless nobody takes it within a second.
+type stubbornSubscriber struct {
+	msg     *message.Message
+	deliver chan struct{}
+	taken   chan bool
+}
+
+func (s *stubbornSubscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	ch := make(chan *message.Message)
+	go func() {
+		defer close(ch)
+		<-ctx.Done()
+		<-s.deliver
+		select {
+		case ch <- s.msg:
+			s.taken <- true
+		case <-time.After(time.Second):
+			s.taken <- false
+		}
+	}()
+	return ch, nil
+}
+
+func (s *stubbornSubscriber) Close() error { return nil }
+
+// Once Shutdown returned, nothing of the router may still read a subscription and start a
+// handler. Before the fix, Watermill's CloseTimeout passed while the subscription was open,
+// Shutdown returned at once (no message in flight), and the goroutine forwarding the
+// subscription to Watermill lived on: it took the message the subscriber delivered after
+// Shutdown returned, and Watermill ran its handler.
+func TestNoHandlerStartsAfterShutdownReturned(t *testing.T) {
+	const closeTimeout = 100 * time.Millisecond
+	payload, err := router.JSON().Marshal(order{ID: "too-late"})
+	require.NoError(t, err)
+	sub := &stubbornSubscriber{
+		msg:     message.NewMessage(watermill.NewUUID(), payload),
+		deliver: make(chan struct{}),
+		taken:   make(chan bool, 1),
+	}
+	var deliverOnce sync.Once
+	deliver := func() { deliverOnce.Do(func() { close(sub.deliver) }) }
+	t.Cleanup(deliver)
+	r, err := router.New(router.Config{Subscriber: sub, DropUndecodable: true, CloseTimeout: closeTimeout})
+	require.NoError(t, err)
+	var shutdownReturned atomic.Bool
+	started := make(chan bool, 1)
+	require.NoError(t, router.Subscribe(r, "late", func(ctx context.Context, o *order) error {
+		started <- shutdownReturned.Load()
+		return nil
+	}))
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	wait(t, r.Running(), "the router to run")
+
+	stopped := make(chan error, 1)
+	go func() { stopped <- r.Shutdown(context.Background()) }()
+	err = waitLong(t, stopped, 20*closeTimeout, "Shutdown")
+	shutdownReturned.Store(true)
+	assert.Error(t, err, "the subscription that did not end is reported")
+	wait(t, runErr, "Run")
+
+	deliver()
+	if wait(t, sub.taken, "the subscriber's last delivery") {
+		t.Error("the router still read the subscription after Shutdown returned")
+		after := wait(t, started, "the handler of the message taken after Shutdown")
+		assert.False(t, after, "a handler started after Shutdown returned")
+	}
+	select {
+	case <-started:
+		t.Error("the handler ran although no message was delivered before Shutdown")
+	default:
+	}
+}
+
 // Shutdown's bound is CloseTimeout after the earlier of ctx's end and CloseTimeout: with a
 // context that already ended, one CloseTimeout. Before the fix, a handler that ignores its
 // context held Shutdown for Watermill's CloseTimeout and then for another one.
