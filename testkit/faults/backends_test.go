@@ -45,6 +45,8 @@ type target struct {
 
 	restart     func(t *testing.T)
 	restartSkip string
+	// restartNote, when set, describes the last restart for the report.
+	restartNote func() string
 	drop        func(t *testing.T)
 	dropSkip    string
 	pause       func(t *testing.T)
@@ -79,11 +81,18 @@ func targetFactories() []targetFactory {
 // eachTarget runs fn once per backend in a subtest, with the backend's target (see eachBackend
 // for which backends run in which pass).
 func eachTarget(t *testing.T, caseName string, fn func(t *testing.T, tg *target)) {
-	factories := map[string]func(*testing.T) *target{}
+	eachBackend(t, caseName, func(t *testing.T, name string) { fn(t, newTarget(t, name)) })
+}
+
+// newTarget builds the suite's target of the named backend.
+func newTarget(t *testing.T, name string) *target {
 	for _, f := range targetFactories() {
-		factories[f.name] = f.new
+		if f.name == name {
+			return f.new(t)
+		}
 	}
-	eachBackend(t, caseName, func(t *testing.T, name string) { fn(t, factories[name](t)) })
+	t.Fatalf("no backend %q", name)
+	return nil
 }
 
 // eachBackend runs fn once per backend name in a subtest, for cases that set up their own

@@ -17,15 +17,31 @@ import (
 const streamN = 1500
 
 // TestBrokerRestart restarts the broker (keeping its data) while messages are being published
-// and consumed.
+// and consumed. Redis and PostgreSQL run on a private server of the case (privateServer), not
+// on the shared services.
 func TestBrokerRestart(t *testing.T) {
-	eachTarget(t, "broker restart", func(t *testing.T, tg *target) {
-		if tg.restart == nil {
-			skipCase(t, "broker restart", tg.name, tg.restartSkip)
+	const caseName = "broker restart"
+	eachBackend(t, caseName, func(t *testing.T, name string) {
+		var tg *target
+		if hasPrivateServer(name) {
+			_, tg = privateServer(t, caseName, name)
+		} else {
+			tg = newTarget(t, name)
 		}
-		brokerFault(t, "broker restart", tg, func(t *testing.T) { tg.restart(t) })
+		if tg.restart == nil {
+			skipCase(t, caseName, tg.name, tg.restartSkip)
+		}
+		var notes []func() string
+		if tg.restartNote != nil {
+			notes = append(notes, tg.restartNote)
+		}
+		brokerFault(t, caseName, tg, func(t *testing.T) { tg.restart(t) }, notes...)
 	})
 }
+
+// hasPrivateServer tells the backends whose server the restart and SIGKILL cases start
+// themselves (privateServer) instead of breaking the shared service.
+func hasPrivateServer(name string) bool { return name == "redis" || name == "postgres" }
 
 // TestConnectionsDropped closes every client connection on the broker side mid-stream.
 func TestConnectionsDropped(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -29,7 +30,10 @@ import (
 //
 // RocketMQ runs cmd/minirmq built from this module with -data-dir; NATS runs nats-server
 // (JetStream, file store) in a child process that is this test binary run again as
-// TestChildNATSServer.
+// TestChildNATSServer; Redis and PostgreSQL run on a private server of the case
+// (privateServer): redis-server with appendfsync always, a PostgreSQL cluster whose postmaster
+// is killed (its backends, left behind, are killed after it so that the new postmaster can
+// start).
 func TestBrokerKilled(t *testing.T) {
 	const caseName = "broker SIGKILL, restarted from its data dir"
 	eachBackend(t, caseName, func(t *testing.T, name string) {
@@ -45,6 +49,8 @@ func TestBrokerKilled(t *testing.T) {
 		case "nats":
 			proc = natsServerProcess(t)
 			tg = natsClientTarget(t, "nats://"+proc.addr)
+		case "redis", "postgres":
+			proc, tg = privateServer(t, caseName, name)
 		case "gochannel":
 			skipCase(t, caseName, name, "gochannel has no server to break")
 		default:
@@ -99,8 +105,12 @@ func brokerKilled(t *testing.T, caseName string, tg *target, proc *brokerProcess
 		t.Fatalf("restarting %s: %v", proc.name, o.err)
 	}
 	t.Logf("%s killed during Publish call %d with %d messages handled, serving again after %v", proc.name, o.published, o.handled, o.downtime.Round(time.Millisecond))
+	note := fmt.Sprintf("killed at Publish call %d, %d handled; serving again %v later", o.published, o.handled, o.downtime.Round(10*time.Millisecond))
+	if proc.note != nil {
+		note += "; " + proc.note()
+	}
 	waitHandled(t, path, res.okIDs, nil, 90*time.Second)
-	finish(t, caseName, tg.name, res, path, nil, fmt.Sprintf("killed at Publish call %d, %d handled; serving again %v later", o.published, o.handled, o.downtime.Round(10*time.Millisecond)))
+	finish(t, caseName, tg.name, res, path, nil, note)
 }
 
 // brokerProcess is a broker in a child process that serves on addr and keeps its data in a
@@ -110,6 +120,20 @@ type brokerProcess struct {
 	addr string // 127.0.0.1:port
 	argv []string
 	env  []string // nil: this process's environment
+
+	// Optional, for servers that are not this module's own (redis-server, postgres).
+	// attr replaces childProcAttr (PostgreSQL runs as the postgres user when the test runs as
+	// root). ready is polled once the port accepts connections, until it returns nil: the server
+	// answers requests (Redis loading its append-only file, PostgreSQL recovering, answer with
+	// errors). stopSignal asks for a clean shutdown: stop sends it, and the test's cleanup stops
+	// the process with it (nil: the cleanup kills). reap runs after the process is gone (kill,
+	// stop, cleanup; pid is the process's) and ends what it left behind (PostgreSQL's backends).
+	attr       *syscall.SysProcAttr
+	ready      func() error
+	stopSignal os.Signal
+	reap       func(pid int) error
+	// note, when set, adds to the report's note of the SIGKILL case, after the kill.
+	note func() string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd // nil while not running
@@ -204,14 +228,21 @@ func (p *brokerProcess) startOrFail(t *testing.T) {
 	t.Helper()
 	t.Cleanup(func() {
 		p.mu.Lock()
-		cmd, waited := p.cmd, p.waited
+		cmd := p.cmd
 		p.mu.Unlock()
-		if cmd == nil {
-			return
+		if cmd != nil {
+			var err error
+			if p.stopSignal != nil {
+				err = p.stop(30 * time.Second)
+			} else {
+				err = p.kill()
+			}
+			// A child that exited by itself (ErrProcessDone from kill) was not the cleanup's to
+			// report before stop existed; stop reports its exit status.
+			if err != nil && !errors.Is(err, os.ErrProcessDone) {
+				t.Errorf("stopping %s: %v", p.name, err)
+			}
 		}
-		_ = cmd.Process.Kill()
-		err := <-waited
-		waited <- err
 		if t.Failed() {
 			t.Logf("%s output:\n%s", p.name, p.output())
 		}
@@ -238,8 +269,14 @@ func (p *brokerProcess) startOnce() error {
 	cmd := exec.Command(p.argv[0], p.argv[1:]...)
 	cmd.Env = p.env
 	cmd.SysProcAttr = childProcAttr()
+	if p.attr != nil {
+		cmd.SysProcAttr = p.attr
+	}
 	out := &lockedWriter{w: &bytes.Buffer{}}
 	cmd.Stdout, cmd.Stderr = out, out
+	// Once the process exited, Wait gives up on output pipes that descendants still hold open
+	// after this long (reap normally ends those descendants first).
+	cmd.WaitDelay = 10 * time.Second
 	// The child nats-server serves until its stdin closes: a pipe that closes when this
 	// process dies, so a crashed test run leaves no server behind.
 	stdin, err := cmd.StdinPipe()
@@ -259,7 +296,12 @@ func (p *brokerProcess) startOnce() error {
 		conn, err := net.DialTimeout("tcp", p.addr, time.Second)
 		if err == nil {
 			_ = conn.Close()
-			return nil
+			if p.ready == nil {
+				return nil
+			}
+			if err = p.ready(); err == nil {
+				return nil
+			}
 		}
 		select {
 		case werr := <-waited:
@@ -272,7 +314,7 @@ func (p *brokerProcess) startOnce() error {
 		}
 		if time.Now().After(deadline) {
 			_ = p.kill()
-			return fmt.Errorf("%s not serving on %s after 60s\n%s", p.name, p.addr, p.output())
+			return fmt.Errorf("%s not serving on %s after 60s (last: %v)\n%s", p.name, p.addr, err, p.output())
 		}
 	}
 }
@@ -288,11 +330,63 @@ func (p *brokerProcess) kill() error {
 	if err := cmd.Process.Kill(); err != nil {
 		return fmt.Errorf("killing %s: %w", p.name, err)
 	}
+	// Leftovers first: processes the killed one left behind keep its output pipes open, and
+	// cmd.Wait waits for those pipes.
+	rerr := p.reapLeftovers(cmd.Process.Pid)
 	err := <-waited
 	waited <- err
 	p.mu.Lock()
 	p.cmd = nil
 	p.mu.Unlock()
+	return rerr
+}
+
+// stop sends stopSignal and waits up to timeout for the process to exit; one that does not is
+// killed, and one that exits with an error is reported (with its output).
+func (p *brokerProcess) stop(timeout time.Duration) error {
+	p.mu.Lock()
+	cmd, waited := p.cmd, p.waited
+	p.mu.Unlock()
+	if cmd == nil {
+		return errors.New(p.name + " is not running")
+	}
+	if p.stopSignal == nil {
+		return errors.New(p.name + " has no stop signal")
+	}
+	// A process that already exited (ErrProcessDone) is collected below with its exit status.
+	if err := cmd.Process.Signal(p.stopSignal); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("signalling %s: %w", p.name, err)
+	}
+	var err error
+	select {
+	case err = <-waited:
+		waited <- err
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		_ = p.reapLeftovers(cmd.Process.Pid) // before waiting: see kill
+		werr := <-waited
+		waited <- werr
+		err = fmt.Errorf("did not exit within %v of %v, killed", timeout, p.stopSignal)
+	}
+	p.mu.Lock()
+	p.cmd = nil
+	p.mu.Unlock()
+	if rerr := p.reapLeftovers(cmd.Process.Pid); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("stopping %s (pid %d): %w\n%s", p.name, cmd.Process.Pid, err, p.output())
+	}
+	return nil
+}
+
+func (p *brokerProcess) reapLeftovers(pid int) error {
+	if p.reap == nil {
+		return nil
+	}
+	if err := p.reap(pid); err != nil {
+		return fmt.Errorf("after %s exited: %w", p.name, err)
+	}
 	return nil
 }
 
