@@ -140,8 +140,10 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		abort:       make(chan struct{}),
 		released:    make(chan struct{}),
 	}
-	opts := s.consumerOptions(group)
+	sub.instanceName = s.config.InstanceName + "-" + watermill.NewShortUUID()
+	opts := s.consumerOptions(group, sub.instanceName)
 	var releaser *queueReleaser
+	allocate := withoutClosedConsumers(consumer.AllocateByAveragely)
 	if s.config.Orderly && s.config.Model == Clustering {
 		r := &queueReleaser{nameServers: s.config.NameServers, group: group, credentials: s.config.Credentials,
 			kick: make(chan struct{}, 1)}
@@ -149,8 +151,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		if s.config.Namespace != "" {
 			r.group = s.config.Namespace + "%" + group
 		}
-		opts = append(opts, consumer.WithStrategy(r.strategy(consumer.AllocateByAveragely)))
+		allocate = r.strategy(allocate)
 	}
+	opts = append(opts, consumer.WithStrategy(allocate))
 	pc, err := consumer.NewPushConsumer(opts...)
 	if err != nil {
 		cancelBase()
@@ -191,7 +194,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return sub.out, nil
 }
 
-func (s *Subscriber) consumerOptions(group string) []consumer.Option {
+func (s *Subscriber) consumerOptions(group, instanceName string) []consumer.Option {
 	c := s.config
 	model := consumer.Clustering
 	if c.Model == Broadcasting {
@@ -207,7 +210,7 @@ func (s *Subscriber) consumerOptions(group string) []consumer.Option {
 	opts := []consumer.Option{
 		consumer.WithNameServer(c.NameServers),
 		consumer.WithGroupName(group),
-		consumer.WithInstance(c.InstanceName + "-" + watermill.NewShortUUID()),
+		consumer.WithInstance(instanceName),
 		consumer.WithConsumerModel(model),
 		consumer.WithConsumeFromWhere(from),
 		consumer.WithConsumerOrder(c.Orderly),
@@ -289,7 +292,9 @@ type subscription struct {
 	topic      string
 	group      string
 	consumer   rmq.PushConsumer
-	out        chan *message.Message
+	// instanceName makes the consumer's client id (ClientIP@instanceName) unique.
+	instanceName string
+	out          chan *message.Message
 
 	// stopDeliver closes when the subscription starts stopping: nothing new goes to out.
 	stopDeliver chan struct{}
@@ -348,6 +353,7 @@ func (sub *subscription) stop() {
 	if err := sub.consumer.Shutdown(); err != nil {
 		sub.s.logger.Error("Consumer shutdown failed", err, logFields)
 	}
+	closedConsumers.add(sub.instanceName)
 	if sub.releaser != nil {
 		sub.releaser.releaseAll()
 	}

@@ -27,6 +27,9 @@ type consumerReg struct {
 	language         string
 	version          int32
 	lastSeen         time.Time
+	// expires is set when the member's connection closed while KeepClosedConsumers was on:
+	// it stays listed until then (zero: a live member).
+	expires time.Time
 }
 
 func newClientRegistry() *clientRegistry {
@@ -39,10 +42,16 @@ func (r *clientRegistry) subscription(group, topic string) (string, bool) {
 	return sub, ok
 }
 
-// consumerIDs lists a group's live client ids in a stable order.
+// consumerIDs lists a group's members in a stable order, forgetting those kept past their
+// connection (KeepClosedConsumers) whose time is up.
 func (r *clientRegistry) consumerIDs(group string) []string {
+	now := time.Now()
 	ids := make([]string, 0, len(r.consumers[group]))
-	for id := range r.consumers[group] {
+	for id, reg := range r.consumers[group] {
+		if !reg.expires.IsZero() && now.After(reg.expires) {
+			delete(r.consumers[group], id)
+			continue
+		}
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
@@ -145,16 +154,22 @@ func (s *Server) handleUnregister(req *command) *command {
 	return success()
 }
 
-// connectionClosed forgets every client registered over c and tells their groups.
+// connectionClosed forgets every client registered over c and tells their groups (with
+// KeepClosedConsumers on, its consumers stay listed for a while instead).
 func (s *Server) connectionClosed(c *conn) {
 	s.mu.Lock()
 	var changed []string
 	for group, members := range s.clients.consumers {
 		for id, reg := range members {
-			if reg.conn == c {
-				delete(members, id)
-				changed = append(changed, group)
+			if reg.conn != c {
+				continue
 			}
+			if s.keepClosed > 0 {
+				reg.expires = time.Now().Add(s.keepClosed)
+				continue
+			}
+			delete(members, id)
+			changed = append(changed, group)
 		}
 	}
 	for _, members := range s.clients.producers {
@@ -184,7 +199,9 @@ func (s *Server) groupConnsLocked(groups []string) []notification {
 		}
 		seen[g] = true
 		for _, reg := range s.clients.consumers[g] {
-			out = append(out, notification{conn: reg.conn, group: g})
+			if reg.expires.IsZero() {
+				out = append(out, notification{conn: reg.conn, group: g})
+			}
 		}
 	}
 	return out
@@ -264,4 +281,17 @@ func (s *Server) handleUnlock(req *command) *command {
 	}
 	s.mu.Unlock()
 	return success()
+}
+
+// KeepClosedConsumers makes consumers whose connection closes stay members of their groups for
+// d (0 turns it off, the default), reproducing a race of the real broker: it handles heartbeats
+// and connection closes on different threads, so a heartbeat that a closing client sent last can
+// be handled after the close and register the client on the dead connection. That member is
+// listed (GET_CONSUMER_LIST_BY_GROUP) until the broker's scan expires idle connections, about
+// 120 s later, and the group's other consumers leave the queues they assign to it unread until
+// then. Seen on RocketMQ 4.9.4 when consumers are closed right after they start.
+func (s *Server) KeepClosedConsumers(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keepClosed = d
 }

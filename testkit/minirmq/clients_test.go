@@ -12,6 +12,8 @@ import (
 	"github.com/apache/rocketmq-client-go/v2/primitive"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/rocketbus/rocketbus/testkit/minirmq"
 )
 
 func heartbeat(clientID, group, topic string) *rawCmd {
@@ -222,4 +224,34 @@ func TestBinaryHeaderRequestsGetBinaryReplies(t *testing.T) {
 	assert.EqualValues(t, 1, binary.BigEndian.Uint32(hdr[9:13])&1, "response flag")
 	hl := binary.BigEndian.Uint32(resp[:4]) & 0xFFFFFF
 	assert.Contains(t, string(resp[4+hl:]), "brokerAddrs", "the route body follows the header")
+}
+
+// KeepClosedConsumers reproduces the real broker's stale member: a consumer whose connection
+// closed stays listed for the given time, gets no notifications, then leaves.
+func TestKeepClosedConsumers(t *testing.T) {
+	srv := minirmq.Run(t)
+	srv.KeepClosedConsumers(300 * time.Millisecond)
+	group, topic := unique("G"), unique("T")
+	gone := dial(t, srv.Addr())
+	resp, _ := gone.call(t, heartbeat("10.0.0.1@gone", group, topic), 1)
+	require.EqualValues(t, 0, resp.Code)
+	live := dial(t, srv.Addr())
+	resp, _ = live.call(t, heartbeat("10.0.0.2@live", group, topic), 1)
+	require.EqualValues(t, 0, resp.Code)
+
+	require.NoError(t, gone.nc.Close())
+	time.Sleep(50 * time.Millisecond) // the broker notices the close
+	assert.Equal(t, []string{"10.0.0.1@gone", "10.0.0.2@live"}, srv.Consumers(group), "the closed consumer is still a member")
+	list := rawRequest(t, srv.Addr(), &rawCmd{Code: 38, ExtFields: map[string]string{"consumerGroup": group}})
+	assert.Contains(t, string(list.Body), "10.0.0.1@gone", "and clients are told so")
+	waitFor(t, "the stale member to expire", 10*time.Second, func() bool {
+		return len(srv.Consumers(group)) == 1
+	})
+	assert.Equal(t, []string{"10.0.0.2@live"}, srv.Consumers(group))
+
+	srv.KeepClosedConsumers(0)
+	require.NoError(t, live.nc.Close())
+	waitFor(t, "a closed consumer to leave at once when the fault is off", 10*time.Second, func() bool {
+		return len(srv.Consumers(group)) == 0
+	})
 }

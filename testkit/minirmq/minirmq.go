@@ -39,6 +39,7 @@ type Server struct {
 	advertised  *net.TCPAddr // brokerIP1 + listenPort as clients see it
 	brokerConf  map[string]string
 	brokerWrite bool
+	keepClosed  time.Duration // KeepClosedConsumers
 
 	lnMu      sync.Mutex
 	ln        net.Listener
