@@ -16,7 +16,9 @@
 // NATS runs on an embedded nats-server restarted on the same port and store, or in a child
 // process; the services make test starts (Redis, PostgreSQL, RabbitMQ) are shared with other
 // tests and never restarted, so their connections are cut or refused through a TCP proxy the
-// test owns. Every case that cannot apply to a backend says why in its skip reason.
+// test owns, and the restart and SIGKILL cases run Redis and PostgreSQL on a private server
+// that the case starts and stops itself. Every case that cannot apply to a backend says why in
+// its skip reason.
 //
 // The package holds only tests. FAULTS_REPORT=path writes the table of the run (case x
 // backend -> published / handled / lost / duplicated) to path; README.md shows the latest.
