@@ -29,8 +29,11 @@ func TestBrokerContainerRestart(t *testing.T) {
 			skipCase(t, caseName, name, "no nats-server image here (images are built locally FROM scratch, nothing is pulled); the broker restart and SIGKILL cases restart its server")
 		case "gochannel":
 			skipCase(t, caseName, name, "gochannel has no server to break")
+		case "rabbitmq":
+			skipCase(t, caseName, name, rabbitmqRestartSkip)
 		default:
-			skipCase(t, caseName, name, name+" is the shared service scripts/test-services.sh starts; restarting it would break the other packages' tests that run at the same time")
+			skipCase(t, caseName, name, "no "+name+" image here (images are built locally FROM scratch, nothing is pulled, "+
+				"and "+name+" is no static Go binary); the broker restart and SIGKILL cases restart a private "+name+" server instead")
 		}
 		if os.Getenv(minirmq.EnvNameServer) != "" {
 			skipCase(t, caseName, name, "external broker ($"+minirmq.EnvNameServer+"): "+EnvRestartCmd+" restarts it in the broker restart case")

@@ -53,6 +53,8 @@ func TestBrokerKilled(t *testing.T) {
 			proc, tg = privateServer(t, caseName, name)
 		case "gochannel":
 			skipCase(t, caseName, name, "gochannel has no server to break")
+		case "rabbitmq":
+			skipCase(t, caseName, name, rabbitmqRestartSkip)
 		default:
 			skipCase(t, caseName, name, name+" is the shared service scripts/test-services.sh starts; killing it would break the other packages' tests that run at the same time")
 		}
