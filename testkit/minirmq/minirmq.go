@@ -454,6 +454,10 @@ type conn struct {
 	serializeType atomic.Uint32
 	// stopping is set once the server stops serving the connection (stopReading).
 	stopping atomic.Bool
+	// held are the messages sends on this connection stored and hold back from pulls until
+	// their replies are written (queue.held). Only the read goroutine, which handles sends,
+	// touches it.
+	held []heldMessage
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -485,6 +489,7 @@ func (c *conn) stopReading() {
 func (c *conn) serve() {
 	defer func() {
 		c.flush()
+		c.releaseHeld()
 		c.close()
 		c.waiters.Wait()
 	}()
@@ -512,8 +517,29 @@ func (c *conn) serve() {
 			// Nothing more to answer right now, or a client with a steady stream of requests
 			// (many producers on one connection) would wait for its replies too long.
 			c.flush()
+			c.releaseHeld()
 		}
 	}
+}
+
+// releaseHeld shows the messages this connection's sends stored to pulls, once their replies
+// are on their way, and wakes the pulls waiting on their queues. Read goroutine only.
+func (c *conn) releaseHeld() {
+	if len(c.held) == 0 {
+		return
+	}
+	c.srv.mu.Lock()
+	for _, h := range c.held {
+		h.q.release(h.offset)
+	}
+	for i, h := range c.held {
+		if i == 0 || h.q != c.held[i-1].q { // a burst usually fills one queue
+			h.q.wake()
+		}
+	}
+	c.srv.mu.Unlock()
+	clear(c.held)
+	c.held = c.held[:0]
 }
 
 // prepareReply makes resp the response to req.

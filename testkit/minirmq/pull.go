@@ -100,7 +100,9 @@ func (s *Server) tryPull(p *pullRequest) (*command, <-chan struct{}) {
 		return errorf(codeSystemError, "queueId[%d] is illegal, topic:[%s] topicConfig.readQueueNums:[%d] consumer:[%s]",
 			p.queueID, p.topic, t.readQueueNums, p.group), nil
 	}
-	minOff, maxOff := q.minOffset, q.maxOffset()
+	// maxOff is what pulls may read (messages whose send is not answered yet are held back);
+	// stored is the true end, which offsets may legally reach.
+	minOff, maxOff, stored := q.minOffset, q.visibleMax(), q.maxOffset()
 	pullResp := func(code int16, next int64) *command {
 		r := response(code, "")
 		r.ExtFields["nextBeginOffset"] = itoa(next)
@@ -110,14 +112,14 @@ func (s *Server) tryPull(p *pullRequest) (*command, <-chan struct{}) {
 		return r
 	}
 	switch {
-	case maxOff == 0 && p.offset != 0:
+	case stored == 0 && p.offset != 0:
 		return pullResp(codePullOffsetMoved, 0), nil
-	case p.offset == maxOff:
+	case p.offset >= maxOff && p.offset <= stored:
 		return pullResp(codePullNotFound, p.offset), q.arrived
 	case p.offset < minOff:
 		return pullResp(codePullOffsetMoved, minOff), nil
-	case p.offset > maxOff:
-		return pullResp(codePullOffsetMoved, maxOff), nil
+	case p.offset > stored:
+		return pullResp(codePullOffsetMoved, stored), nil
 	}
 	filter, errResp := s.filterFor(p)
 	if errResp != nil {
@@ -247,7 +249,7 @@ func (s *Server) handleMinMaxOffset(req *command, wantMax bool) *command {
 	if wantMax {
 		if t, ok := s.store.topics[topic]; ok {
 			if q := t.queue(qid); q != nil {
-				off = q.maxOffset()
+				off = q.visibleMax()
 			}
 		}
 	} else {

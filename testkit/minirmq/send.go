@@ -130,11 +130,14 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 		first  *stored
 		txPrep bool
 	)
+	// Pulls see the messages once the reply is written (conn.releaseHeld).
+	s.store.hold = &c.held
 	for _, e := range entries {
 		st, isHalf, err := s.storeIncoming(c, h, e, topic, int32(queueID), now)
 		if err != nil {
 			// Earlier messages of a batch stay stored: the producer sees a failed send and may
 			// resend them, a duplicate rather than a loss.
+			s.store.hold = nil
 			s.mu.Unlock()
 			return errorf(codeSystemError, "minirmq: storing the message failed: %v", err)
 		}
@@ -144,6 +147,7 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 		txPrep = txPrep || isHalf
 		ids = append(ids, offsetMsgID(s.advertised, st.phys))
 	}
+	s.store.hold = nil
 	if s.cfg.retainBytes > 0 {
 		s.store.enforceRetention(s.cfg.retainBytes, 0, now)
 	}

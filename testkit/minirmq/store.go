@@ -67,13 +67,49 @@ type queue struct {
 	msgs []*stored
 	// minOffset is the logical offset of msgs[0]: retention drops a prefix.
 	minOffset int64
-	// arrived is closed and replaced whenever a message is appended: long-polling pulls wait on it.
+	// arrived is closed and replaced whenever messages become visible to pulls: long-polling
+	// pulls wait on it.
 	arrived chan struct{}
+	// held are the offsets, ascending, of messages stored by sends whose replies are not
+	// written yet: pulls see the queue up to the first of them (visibleMax), as the real broker
+	// dispatches a stored message to its consume queue after answering the put. A consumer then
+	// never gets a message before its producer could know it was sent.
+	held []int64
 }
 
 func newQueue() *queue { return &queue{arrived: make(chan struct{})} }
 
 func (q *queue) maxOffset() int64 { return q.minOffset + int64(len(q.msgs)) }
+
+// visibleMax is the end of what pulls may read: maxOffset, less the messages held back.
+func (q *queue) visibleMax() int64 {
+	if len(q.held) > 0 {
+		return max(q.held[0], q.minOffset)
+	}
+	return q.maxOffset()
+}
+
+// wake tells the pulls waiting on the queue to look again.
+func (q *queue) wake() {
+	close(q.arrived)
+	q.arrived = make(chan struct{})
+}
+
+// release makes the held message at offset visible.
+func (q *queue) release(offset int64) {
+	for i, o := range q.held {
+		if o == offset {
+			q.held = append(q.held[:i], q.held[i+1:]...)
+			return
+		}
+	}
+}
+
+// heldMessage is a message a send stored and holds back from pulls until its reply is written.
+type heldMessage struct {
+	q      *queue
+	offset int64
+}
 
 type topicConfig struct {
 	name string
@@ -113,6 +149,10 @@ type store struct {
 	offsets map[string]map[queueKey]int64
 	// wal, when the server has a data directory, receives every message before it is stored.
 	wal *commitLog
+	// hold, while set, collects the messages appended instead of showing them to pulls at once
+	// (queue.held): a producer's send sets it, and its connection releases them once the reply
+	// is written.
+	hold *[]heldMessage
 }
 
 type queueKey struct {
@@ -154,8 +194,12 @@ func (s *store) append(t *topicConfig, queueID int32, build func(queueOffset, ph
 	s.puts++
 	s.log = append(s.log, st)
 	q.msgs = append(q.msgs, st)
-	close(q.arrived)
-	q.arrived = make(chan struct{})
+	if s.hold != nil {
+		q.held = append(q.held, f.queueOffset)
+		*s.hold = append(*s.hold, heldMessage{q: q, offset: f.queueOffset})
+	} else {
+		q.wake()
+	}
 	return st, nil
 }
 
