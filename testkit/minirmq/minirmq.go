@@ -455,8 +455,8 @@ type conn struct {
 	// stopping is set once the server stops serving the connection (stopReading).
 	stopping atomic.Bool
 	// held are the messages sends on this connection stored and hold back from pulls until
-	// their replies are written (queue.held). Only the read goroutine, which handles sends,
-	// touches it.
+	// their replies are written (queue.held, releaseHeld). Only the read goroutine, which handles
+	// sends, touches it.
 	held []heldMessage
 }
 
@@ -488,8 +488,8 @@ func (c *conn) stopReading() {
 
 func (c *conn) serve() {
 	defer func() {
-		c.flush()
 		c.releaseHeld()
+		c.flush()
 		c.close()
 		c.waiters.Wait()
 	}()
@@ -516,14 +516,16 @@ func (c *conn) serve() {
 		if r.Buffered() == 0 || c.pendingReplyBytes() >= replyFlushBytes {
 			// Nothing more to answer right now, or a client with a steady stream of requests
 			// (many producers on one connection) would wait for its replies too long.
-			c.flush()
 			c.releaseHeld()
+			c.flush()
 		}
 	}
 }
 
-// releaseHeld shows the messages this connection's sends stored to pulls, once their replies
-// are on their way, and wakes the pulls waiting on their queues. Read goroutine only.
+// releaseHeld shows the messages this connection's sends stored to pulls and wakes the pulls
+// waiting on their queues. The read goroutine calls it right before it writes the replies: a
+// producer that got its reply can pull its message at once, and a woken pull (another goroutine,
+// then a write on another connection) reaches its consumer after the reply has left.
 func (c *conn) releaseHeld() {
 	if len(c.held) == 0 {
 		return

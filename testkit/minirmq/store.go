@@ -72,8 +72,9 @@ type queue struct {
 	arrived chan struct{}
 	// held are the offsets, ascending, of messages stored by sends whose replies are not
 	// written yet: pulls see the queue up to the first of them (visibleMax), as the real broker
-	// dispatches a stored message to its consume queue after answering the put. A consumer then
-	// never gets a message before its producer could know it was sent.
+	// dispatches a stored message to its consume queue as it answers the put. A consumer then
+	// does not get a message long before its producer could know it was sent (a long burst of
+	// requests on one connection holds its replies back, see replyFlushBytes).
 	held []int64
 }
 

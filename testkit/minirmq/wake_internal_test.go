@@ -8,10 +8,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// Pulls see a message a producer sent only once its reply is written, as the real broker
-// dispatches a stored message to its consume queue after answering the put: a consumer must not
-// get a message before its producer could know the send succeeded.
-func TestSendWakesPullsAfterItsReply(t *testing.T) {
+// Pulls see a message a producer sent only as its reply is written, as the real broker
+// dispatches a stored message to its consume queue as it answers the put: a consumer must not
+// get a message while its send's reply is still held back.
+func TestSendShowsItsMessageWithItsReply(t *testing.T) {
 	srv, err := New()
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = srv.Close() })
@@ -40,7 +40,7 @@ func TestSendWakesPullsAfterItsReply(t *testing.T) {
 	require.Len(t, srv.Messages("woken"), 1, "stored")
 	select {
 	case <-waiting:
-		t.Fatal("a waiting pull was woken before the send's reply was written")
+		t.Fatal("a waiting pull was woken while the send's reply was held back")
 	default:
 	}
 	pull := &pullRequest{group: "g", topic: "woken", queueID: 0, offset: 0, maxNums: 32, sysFlag: pullSubscription, subscription: "*", expressionTyp: "TAG"}
@@ -48,12 +48,12 @@ func TestSendWakesPullsAfterItsReply(t *testing.T) {
 	require.EqualValues(t, codePullNotFound, early.Code, "a new pull does not see the message before its reply either")
 
 	c.buffer(prepareReply(&command{Opaque: 1}, resp), false)
+	c.releaseHeld() // what the read goroutine does right before it writes the replies
 	c.flush()
-	c.releaseHeld()
 	select {
 	case <-waiting:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the waiting pull was not woken after the reply")
+		t.Fatal("the waiting pull was not woken with the reply")
 	}
 	late, _ := srv.tryPull(pull)
 	require.EqualValues(t, codeSuccess, late.Code, "once the reply is written, pulls get the message")
