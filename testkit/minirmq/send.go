@@ -130,7 +130,7 @@ func (s *Server) handleSend(c *conn, req *command, batch bool) *command {
 		first  *stored
 		txPrep bool
 	)
-	// Pulls see the messages once the reply is written (conn.releaseHeld).
+	// Pulls see the messages as the reply is written (conn.releaseHeld).
 	s.store.hold = &c.held
 	for _, e := range entries {
 		st, isHalf, err := s.storeIncoming(c, h, e, topic, int32(queueID), now)

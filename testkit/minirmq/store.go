@@ -106,7 +106,8 @@ func (q *queue) release(offset int64) {
 	}
 }
 
-// heldMessage is a message a send stored and holds back from pulls until its reply is written.
+// heldMessage is a message a send stored and holds back from pulls until its reply is written
+// (conn.releaseHeld).
 type heldMessage struct {
 	q      *queue
 	offset int64
