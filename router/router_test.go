@@ -36,13 +36,7 @@ type receipt struct {
 // wait fails the test when ch does not deliver in time; the bound only guards against hangs.
 func wait[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(10 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
+	return waitLong(t, ch, 10*time.Second, what)
 }
 
 func newGoChannel(t *testing.T, cfg gochannel.Config) *gochannel.GoChannel {
@@ -642,36 +636,66 @@ func TestShutdownWaitsForAHandlerStartedWhileClosing(t *testing.T) {
 	}
 }
 
-func TestShutdownWithoutDeadlineIsBoundedByCloseTimeout(t *testing.T) {
+// stuckRouter runs a router on gochannel whose handler is busy with one message: it records
+// when its context is cancelled and returns only once released, ignoring its cancellation.
+type stuckRouter struct {
+	r           *router.Router
+	runErr      chan error
+	cancelledAt chan time.Time
+	handled     chan struct{}
+	release     func()
+}
+
+func newStuckRouter(t *testing.T, closeTimeout time.Duration) *stuckRouter {
+	t.Helper()
 	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: 100 * time.Millisecond})
+	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: closeTimeout})
 	require.NoError(t, err)
+	s := &stuckRouter{r: r, runErr: make(chan error, 1), cancelledAt: make(chan time.Time, 1), handled: make(chan struct{})}
 	entered := make(chan struct{})
 	release := make(chan struct{})
-	defer close(release)
+	var releaseOnce sync.Once
+	s.release = func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(s.release) // lets a Shutdown that hangs end, when the test failed
 	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
+		defer close(s.handled)
 		close(entered)
-		<-release // ignores its context
+		select {
+		case <-ctx.Done():
+			s.cancelledAt <- time.Now()
+			<-release // ignores its cancellation
+		case <-release:
+		}
 		return nil
 	}))
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(context.Background()) }()
+	go func() { s.runErr <- r.Run(context.Background()) }()
 	wait(t, r.Running(), "the router to run")
 	pub, err := router.NewPublisher(gc, nil)
 	require.NoError(t, err)
 	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
 	wait(t, entered, "the handler")
-
-	stopped := make(chan error, 1)
-	go func() { stopped <- r.Shutdown(context.Background()) }()
-	err = wait(t, stopped, "Shutdown with a context that never ends")
-	require.Error(t, err)
-	assert.Contains(t, err.Error(), "still running", "the handler that ignores cancellation is reported")
-	release <- struct{}{}
-	wait(t, runErr, "Run")
+	return s
 }
 
-// waitLong is wait with a longer bound, for shutdowns that take a few CloseTimeouts by design.
+// finish releases the handler and checks that it and Run end.
+func (s *stuckRouter) finish(t *testing.T) {
+	t.Helper()
+	s.release()
+	wait(t, s.handled, "the released handler")
+	assert.NoError(t, wait(t, s.runErr, "Run"))
+}
+
+func TestShutdownWithoutDeadlineIsBoundedByCloseTimeout(t *testing.T) {
+	s := newStuckRouter(t, 100*time.Millisecond)
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.r.Shutdown(context.Background()) }()
+	err := wait(t, stopped, "Shutdown with a context that never ends")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "still running", "the handler that ignores cancellation is reported")
+	s.finish(t)
+}
+
+// waitLong is wait with its own bound, for shutdowns that take a few CloseTimeouts by design.
 func waitLong[T any](t *testing.T, ch <-chan T, d time.Duration, what string) T {
 	t.Helper()
 	select {
@@ -822,89 +846,38 @@ func TestShutdownWithAnEndedContextTakesOneCloseTimeout(t *testing.T) {
 	// The bound is checked with a CloseTimeout of slack: a fixed Shutdown takes one
 	// CloseTimeout, the unfixed one at least two (two timers one after the other).
 	const closeTimeout = 2 * time.Second
-	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: closeTimeout})
-	require.NoError(t, err)
-	entered := make(chan struct{})
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	releaseHandler := func() { releaseOnce.Do(func() { close(release) }) }
-	t.Cleanup(releaseHandler)
-	handled := make(chan struct{})
-	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
-		defer close(handled)
-		close(entered)
-		<-release // ignores its context
-		return nil
-	}))
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(context.Background()) }()
-	wait(t, r.Running(), "the router to run")
-	pub, err := router.NewPublisher(gc, nil)
-	require.NoError(t, err)
-	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
-	wait(t, entered, "the handler")
-
+	s := newStuckRouter(t, closeTimeout)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	begin := time.Now()
-	err = r.Shutdown(ctx)
+	err := s.r.Shutdown(ctx)
 	elapsed := time.Since(begin)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, context.Canceled)
 	assert.Contains(t, err.Error(), "still running")
 	assert.Less(t, elapsed, 2*closeTimeout, "Shutdown with an ended context waits one CloseTimeout for cancelled handlers")
-	releaseHandler()
-	wait(t, handled, "the released handler")
-	assert.NoError(t, wait(t, runErr, "Run"))
+	s.finish(t)
 }
 
 // Close gives in-flight handlers CloseTimeout to finish before it cancels their contexts, then
 // waits up to another CloseTimeout for them: it returns within twice CloseTimeout.
 func TestCloseBound(t *testing.T) {
 	const closeTimeout = 300 * time.Millisecond
-	gc := newGoChannel(t, gochannel.Config{})
-	r, err := router.New(router.Config{Subscriber: gc, DropUndecodable: true, CloseTimeout: closeTimeout})
-	require.NoError(t, err)
-	entered := make(chan struct{})
-	cancelledAt := make(chan time.Time, 1)
-	release := make(chan struct{})
-	var releaseOnce sync.Once
-	releaseHandler := func() { releaseOnce.Do(func() { close(release) }) }
-	t.Cleanup(releaseHandler)
-	handled := make(chan struct{})
-	require.NoError(t, router.Subscribe(r, "stuck", func(ctx context.Context, o *order) error {
-		defer close(handled)
-		close(entered)
-		<-ctx.Done()
-		cancelledAt <- time.Now()
-		<-release // ignores its cancellation
-		return nil
-	}))
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(context.Background()) }()
-	wait(t, r.Running(), "the router to run")
-	pub, err := router.NewPublisher(gc, nil)
-	require.NoError(t, err)
-	require.NoError(t, pub.Publish(context.Background(), "stuck", order{ID: "x"}))
-	wait(t, entered, "the handler")
-
+	s := newStuckRouter(t, closeTimeout)
 	begin := time.Now()
 	closed := make(chan error, 1)
-	go func() { closed <- r.Close() }()
-	err = waitLong(t, closed, 20*closeTimeout, "Close") // 10 times its bound
+	go func() { closed <- s.r.Close() }()
+	err := waitLong(t, closed, 20*closeTimeout, "Close") // 10 times its bound
 	require.Error(t, err)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.Contains(t, err.Error(), "still running")
 	select {
-	case at := <-cancelledAt:
+	case at := <-s.cancelledAt:
 		// Timers do not fire early: this lower bound holds however loaded the machine is.
 		assert.GreaterOrEqual(t, at.Sub(begin), closeTimeout, "handlers get CloseTimeout before they are cancelled")
 	default:
 		t.Error("Close returned without cancelling the handler's context")
 	}
-	assert.Equal(t, err, r.Close(), "a second Close returns the first one's result")
-	releaseHandler()
-	wait(t, handled, "the released handler")
-	assert.NoError(t, wait(t, runErr, "Run"))
+	assert.Equal(t, err, s.r.Close(), "a second Close returns the first one's result")
+	s.finish(t)
 }
