@@ -286,17 +286,25 @@ func TestDataDirSavesTopicChangesAtOnce(t *testing.T) {
 	assert.EqualValues(t, 0, doomed[0].QueueOffset)
 }
 
-func TestDataDirRefusesDamageInsideItsLastSegment(t *testing.T) {
-	dir := t.TempDir()
+// fiveInOneSegment stores message-0 to message-4 in topic on a server with data directory dir,
+// closes it, and returns the path of the one commit-log segment they went to and the messages.
+func fiveInOneSegment(t *testing.T, dir, topic string) (string, []minirmq.Message) {
+	t.Helper()
 	srv, err := minirmq.New(minirmq.WithDataDir(dir))
 	require.NoError(t, err)
 	for i := 0; i < 5; i++ {
-		rawSend(t, srv.Addr(), "flipped", 0, fmt.Sprintf("message-%d", i), "")
+		rawSend(t, srv.Addr(), topic, 0, fmt.Sprintf("message-%d", i), "")
 	}
+	ms := srv.Messages(topic)
 	require.NoError(t, srv.Close())
 	segs := segmentFiles(t, dir)
 	require.Len(t, segs, 1)
-	path := filepath.Join(dir, "commitlog", segs[0])
+	return filepath.Join(dir, "commitlog", segs[0]), ms
+}
+
+func TestDataDirRefusesDamageInsideItsLastSegment(t *testing.T) {
+	dir := t.TempDir()
+	path, _ := fiveInOneSegment(t, dir, "flipped")
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	i := bytes.Index(b, []byte("message-2"))
@@ -351,17 +359,8 @@ func TestConcurrentCloseWaitsForTheFirst(t *testing.T) {
 // refused. Without a checkpoint nothing else would notice (a kill before the first save).
 func TestDataDirRefusesADamagedSizeThatLooksTorn(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := minirmq.New(minirmq.WithDataDir(dir))
-	require.NoError(t, err)
-	for i := 0; i < 5; i++ {
-		rawSend(t, srv.Addr(), "sized", 0, fmt.Sprintf("message-%d", i), "")
-	}
-	ms := srv.Messages("sized")
-	require.NoError(t, srv.Close())
+	path, ms := fiveInOneSegment(t, dir, "sized")
 	require.NoError(t, os.Remove(filepath.Join(dir, "checkpoint.json")))
-	segs := segmentFiles(t, dir)
-	require.Len(t, segs, 1)
-	path := filepath.Join(dir, "commitlog", segs[0])
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
 	at := ms[2].CommitLogOffset
@@ -370,7 +369,7 @@ func TestDataDirRefusesADamagedSizeThatLooksTorn(t *testing.T) {
 
 	_, err = minirmq.New(minirmq.WithDataDir(dir))
 	require.Error(t, err, "messages 2 to 4 would be cut as a torn write")
-	assert.Contains(t, err.Error(), segs[0])
+	assert.Contains(t, err.Error(), filepath.Base(path))
 	after, err := os.ReadFile(path)
 	require.NoError(t, err)
 	assert.Equal(t, b, after, "a refused start leaves the files as they were")
